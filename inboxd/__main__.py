@@ -1,0 +1,5 @@
+"""`python -m inboxd` is the `inboxd` command."""
+
+from inboxd.cli.main import main
+
+main()

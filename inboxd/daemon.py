@@ -1,0 +1,182 @@
+"""`inboxd run`: mailbox threads, the asyncio loop (heartbeat, scheduled work), signals.
+
+The main thread runs the loop; each mailbox has its own thread with its own IMAP client
+and database sessions. They share a stop event and a nudge, nothing else. TERM/INT stop
+gracefully (workers leave IDLE within a second and finish their transaction); HUP
+reloads the rules and keeps the old set when the new one fails the check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from inboxd.clock import Clock, utcnow
+from inboxd.config import Settings
+from inboxd.db import make_engine, require_schema, session_scope
+from inboxd.errors import ConfigError
+from inboxd.leases import daemon_lock
+from inboxd.mail.imap import MailboxWorker, WorkerContext
+from inboxd.models import Daemon
+from inboxd.tickets import intake, tokens
+from inboxd.wiring import load_checked_rules
+
+log = logging.getLogger("inboxd.daemon")
+
+HEARTBEAT_S = 10.0
+SHUTDOWN_JOIN_S = 4.0
+
+
+@dataclass
+class Runtime:
+    """The state a running daemon swaps atomically on reload."""
+
+    settings: Settings
+    engine: Engine
+    clock: Clock = utcnow
+    daemon_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    )
+    _intake: intake.IntakeConfig | None = None
+
+    def intake_config(self) -> intake.IntakeConfig:
+        assert self._intake is not None
+        return self._intake
+
+    def load(self) -> None:
+        """(Re)load rules and derived settings; raises ConfigError and keeps the old ones."""
+        rules = load_checked_rules(self.settings)
+        with session_scope(self.engine) as s:
+            secret = tokens.reply_secret(s, self.settings.inboxd.secret())
+        self._intake = intake.IntakeConfig.from_settings(
+            self.settings, secret=secret, rules=rules, clock=self.clock
+        )
+
+    def workers(self, halt: threading.Event, nudge: Callable[[], None]) -> list[MailboxWorker]:
+        ctx = WorkerContext(
+            engine=self.engine,
+            intake_config=self.intake_config,
+            halt=halt,
+            nudge=nudge,
+            owner=self.daemon_id,
+            clock=self.clock,
+        )
+        return [MailboxWorker(mb, ctx) for mb in self.settings.mailboxes if mb.imap is not None]
+
+    def heartbeat(self, *, stopped: bool = False) -> None:
+        now = self.clock()
+        host, pid = socket.gethostname(), os.getpid()
+        with session_scope(self.engine) as s:
+            row = s.get(Daemon, self.daemon_id)
+            if row is None:
+                row = Daemon(
+                    id=self.daemon_id,
+                    host=host,
+                    pid=pid,
+                    started_at=now,
+                    heartbeat_at=now,
+                    mailboxes=[mb.name for mb in self.settings.mailboxes],
+                )
+            row.heartbeat_at = now
+            row.stopped_at = now if stopped else None
+            s.add(row)
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    engine = make_engine(settings.inboxd.database)
+    require_schema(engine)
+    runtime = Runtime(settings=settings, engine=engine)
+    runtime.load()
+    return runtime
+
+
+def run_once(settings: Settings) -> dict[str, int | None]:
+    """Sync every mailbox once and run the scheduled work once; per-mailbox counts."""
+    runtime = open_runtime(settings)
+    with daemon_lock(runtime.engine):
+        runtime.heartbeat()
+        halt = threading.Event()
+        results: dict[str, int | None] = {}
+        for worker in runtime.workers(halt, lambda: None):
+            results[worker.mb.name] = worker.run_once()
+        runtime.heartbeat(stopped=True)
+    runtime.engine.dispose()
+    return results
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT."""
+    runtime = open_runtime(settings)
+    with daemon_lock(runtime.engine):
+        asyncio.run(_serve(runtime))
+    runtime.engine.dispose()
+
+
+async def _serve(runtime: Runtime) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    wake = asyncio.Event()
+    halt = threading.Event()
+
+    def reload() -> None:
+        try:
+            runtime.load()
+            log.info("reloaded")
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running rules", extra={"error": str(exc)})
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+
+    def nudge() -> None:  # called from mailbox threads after a commit
+        loop.call_soon_threadsafe(wake.set)
+
+    await asyncio.to_thread(runtime.heartbeat)
+    threads = [
+        threading.Thread(target=w.run, name=f"imap:{w.mb.name}", daemon=True)
+        for w in runtime.workers(halt, nudge)
+    ]
+    for t in threads:
+        t.start()
+    log.info("started", extra={"daemon": runtime.daemon_id, "mailboxes": len(threads)})
+
+    async def beat() -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(runtime.heartbeat)
+            except Exception as exc:  # noqa: BLE001 - a missed heartbeat is logged, not fatal
+                log.warning("heartbeat failed", extra={"error": str(exc)})
+            try:
+                await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
+            except TimeoutError:
+                pass
+
+    beat_task = asyncio.create_task(beat())
+    await stop.wait()
+    log.info("stopping")
+    halt.set()
+    await beat_task
+    await asyncio.gather(*(asyncio.to_thread(t.join, SHUTDOWN_JOIN_S) for t in threads))
+    alive = [t.name for t in threads if t.is_alive()]
+    if alive:
+        log.warning("threads still busy at exit", extra={"threads": ",".join(alive)})
+    await asyncio.to_thread(runtime.heartbeat, stopped=True)
+    log.info("stopped")
+
+
+def live_daemons(engine: Engine, *, stale_after_s: float, now: Clock = utcnow) -> list[Daemon]:
+    with session_scope(engine) as s:
+        rows = s.exec(select(Daemon).where(Daemon.stopped_at.is_(None))).all()  # type: ignore[union-attr]
+    current = now()
+    return [r for r in rows if (current - r.heartbeat_at).total_seconds() <= stale_after_s]

@@ -1,0 +1,1 @@
+"""Everything that speaks a mail protocol or format."""

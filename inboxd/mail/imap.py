@@ -1,0 +1,420 @@
+"""The mailbox worker: connect, fetch `UID > cursor` in batches, IDLE or poll, back off.
+
+One thread per mailbox, each with its own `IMAPClient` (not thread-safe) and its own
+database sessions. Exactly once: a batch's raw mail, delivery rows and the cursor are
+committed together; the server copy is flagged, moved or deleted only afterwards.
+Flags are never used to decide what was fetched.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from imapclient import IMAPClient, SocketTimeout
+from imapclient.exceptions import IMAPClientError, LoginError
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from inboxd.clock import Clock, utcnow
+from inboxd.db import session_scope
+from inboxd.errors import ConfigError
+from inboxd.leases import MailboxLease
+from inboxd.tickets import intake, mailboxes
+
+if TYPE_CHECKING:
+    from inboxd.config import Mailbox
+
+log = logging.getLogger("inboxd.imap")
+logging.getLogger("imapclient").setLevel(logging.WARNING)  # its DEBUG trace carries bodies
+
+IDLE_SLICE_S = 1.0  # idle_check timeout: SIGTERM is honoured within about a second
+IDLE_RENEW_S = 300.0  # re-issue IDLE (and re-sync) well inside RFC 2177's 29 minutes
+SEARCH_WINDOW = 10_000  # UIDs per SEARCH: no whole-mailbox lists in memory
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+AUTH_BACKOFF_ATTEMPT = 6  # a server that refuses the login is not hammered
+LEASE_RETRY_S = 3.0  # a standby daemon takes a dead owner's mailbox within seconds
+
+
+class ConnectionLost(IMAPClientError):
+    """The server said BYE or the connection dropped while we waited."""
+
+
+def backoff(attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
+    """Capped exponential backoff with jitter (half fixed, half random)."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+@dataclass
+class WorkerContext:
+    """What a mailbox worker shares with the daemon: the stop flag and a nudge."""
+
+    engine: Engine
+    intake_config: Callable[[], intake.IntakeConfig]  # re-read after a reload (SIGHUP)
+    halt: threading.Event
+    nudge: Callable[[], None] = lambda: None  # wakes the outbox after a commit
+    owner: str | None = None
+    clock: Clock = utcnow
+
+
+def connect(mb: Mailbox) -> IMAPClient:
+    """A logged-in client with certificate verification on (security none is loopback only)."""
+    imap = mb.imap
+    assert imap is not None
+    timeout = SocketTimeout(connect=15, read=imap.timeout.total_seconds())
+    context = ssl.create_default_context(cafile=str(imap.ca_file) if imap.ca_file else None)
+    client = IMAPClient(
+        imap.host,
+        port=imap.port,
+        ssl=imap.security == "tls",
+        ssl_context=context,
+        timeout=timeout,
+    )
+    client.normalise_times = False
+    try:
+        if imap.security == "starttls":
+            client.starttls(context)
+        if imap.auth == "oauth2":
+            client.oauth2_login(imap.username, imap.token())
+        else:
+            password = imap.password()
+            if password is None:
+                raise ConfigError(
+                    f"mailbox {mb.name}: no IMAP password (set password_env or password_file)"
+                )
+            client.login(imap.username, password)
+    except BaseException:
+        _close(client)
+        raise
+    return client
+
+
+def _close(client: IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:  # noqa: BLE001 - the connection may already be gone
+        try:
+            client.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class MailboxWorker:
+    """Keeps one mailbox in sync until `ctx.halt` is set."""
+
+    def __init__(self, mb: Mailbox, ctx: WorkerContext) -> None:
+        assert mb.imap is not None, "a worker needs an [mailbox.imap] table"
+        self.mb = mb
+        self.imap = mb.imap
+        self.ctx = ctx
+        self.attempt = 0
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Own the mailbox, then connect, sync, wait; on any failure back off and reconnect."""
+        lease = MailboxLease(self.ctx.engine, self.mb.name)
+        try:
+            while not self.ctx.halt.is_set():
+                if not self._acquire(lease):
+                    self.ctx.halt.wait(LEASE_RETRY_S)
+                    continue
+                self._work(lease)
+        finally:
+            lease.release()
+            self._record(lambda s: mailboxes.record_idle(s, self.mb.name, idle=False, owner=None))
+
+    def _acquire(self, lease: MailboxLease) -> bool:
+        try:
+            return lease.acquire()
+        except Exception as exc:  # noqa: BLE001 - database unreachable: recorded, retried
+            self._failed(exc, sleep=False)
+            return False
+
+    def _work(self, lease: MailboxLease) -> None:
+        """Until shutdown or until the lease is lost (another daemon takes over then)."""
+        while not self.ctx.halt.is_set() and lease.alive():
+            try:
+                client = connect(self.mb)
+            except Exception as exc:  # noqa: BLE001 - classified and recorded, never fatal
+                self._failed(exc)
+                continue
+            try:
+                self.attempt = 0
+                log.info("connected", extra={"mailbox": self.mb.name, "host": self.imap.host})
+                while not self.ctx.halt.is_set() and lease.alive():
+                    self.sync(client)
+                    self.wait(client)
+            except Exception as exc:  # noqa: BLE001 - classified and recorded, never fatal
+                self._failed(exc)
+            finally:
+                _close(client)
+
+    def run_once(self) -> int | None:
+        """One connect + full sync (`inboxd run --once`): messages stored, None on failure
+        or when another daemon owns the mailbox."""
+        lease = MailboxLease(self.ctx.engine, self.mb.name)
+        if not self._acquire(lease):
+            log.info("owned elsewhere", extra={"mailbox": self.mb.name})
+            return None
+        try:
+            client = connect(self.mb)
+        except Exception as exc:  # noqa: BLE001 - recorded; `run --once` goes on with others
+            self._failed(exc, sleep=False)
+            return None
+        try:
+            return self.sync(client)
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc, sleep=False)
+            return None
+        finally:
+            _close(client)
+            lease.release()
+
+    def _failed(self, exc: BaseException, *, sleep: bool = True) -> None:
+        kind, text = describe_error(exc)
+        if kind == "auth":
+            self.attempt = max(self.attempt, AUTH_BACKOFF_ATTEMPT)
+        self.attempt += 1
+        now = self.ctx.clock()
+        try:
+            with session_scope(self.ctx.engine) as s:
+                changed = mailboxes.record_error(s, self.mb.name, at=now, kind=kind, error=text)
+        except SQLAlchemyError:
+            changed = True
+        extra = {"mailbox": self.mb.name, "kind": kind, "error": text, "attempt": self.attempt}
+        if kind == "bug":
+            log.error("worker error", exc_info=exc, extra=extra)
+        elif changed:
+            log.warning("mailbox failing", extra=extra)
+        if sleep:
+            self.ctx.halt.wait(backoff(self.attempt))
+
+    def _record(self, fn: Callable[[Any], None]) -> None:
+        try:
+            with session_scope(self.ctx.engine) as s:
+                fn(s)
+        except SQLAlchemyError as exc:
+            log.warning("state not recorded", extra={"mailbox": self.mb.name, "error": str(exc)})
+
+    # -- sync ------------------------------------------------------------------------
+
+    def sync(self, client: IMAPClient) -> int:
+        """Store every message above the cursor; returns how many were new to this mailbox."""
+        client.noop()  # Dovecot's SEARCH misses another connection's fresh APPEND until a NOOP
+        info = client.select_folder(self.imap.folder, readonly=self.mb.disposition[0] == "keep")
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        uidnext = int(info.get(b"UIDNEXT", 0) or 0)
+        with session_scope(self.ctx.engine) as s:
+            old = mailboxes.reset_for_uidvalidity(s, self.mb.name, uidvalidity)
+            cur = mailboxes.cursor(s, self.mb.name)
+        if old is not None:
+            log.warning(
+                "uidvalidity changed",
+                extra={"mailbox": self.mb.name, "old": old, "new": uidvalidity},
+            )
+        stored = 0
+        last = cur.last_uid
+        self._dispose_leftovers(client, last)
+        for uids in self._new_uids(client, last, uidnext):
+            for batch in _chunks(uids, self.imap.batch_size):
+                if self.ctx.halt.is_set():
+                    return stored
+                stored += self._fetch_and_store(client, uidvalidity, batch)
+        with session_scope(self.ctx.engine) as s:
+            mailboxes.record_sync(
+                s, self.mb.name, at=self.ctx.clock(), pending=0, owner=self.ctx.owner
+            )
+        return stored
+
+    def _new_uids(self, client: IMAPClient, last: int, uidnext: int) -> Iterator[list[int]]:
+        """UIDs above `last`, a window at a time, then whatever arrived meanwhile."""
+        lo = last + 1
+        while uidnext and lo < uidnext:
+            hi = min(uidnext - 1, lo + SEARCH_WINDOW - 1)
+            found = sorted(u for u in client.search(["UID", f"{lo}:{hi}"]) if u >= lo)
+            if found:
+                yield found
+                last = found[-1]
+            lo = hi + 1
+        while True:
+            # UID n:* always includes the highest UID, even below n (RFC 3501 6.4.8): filter.
+            found = sorted(u for u in client.search(["UID", f"{max(lo, last + 1)}:*"]) if u > last)
+            if not found:
+                return
+            found = found[:SEARCH_WINDOW]
+            yield found
+            last = found[-1]
+
+    def _fetch_and_store(self, client: IMAPClient, uidvalidity: int, batch: Sequence[int]) -> int:
+        fetched = client.fetch(list(batch), ["BODY.PEEK[]"])
+        bodies: list[tuple[int, bytes]] = []
+        for uid in batch:
+            item = fetched.get(uid) or {}
+            data = item.get(b"BODY[]")
+            if isinstance(data, bytes):
+                bodies.append((uid, data))
+        # A UID the FETCH did not answer for was expunged meanwhile: the cursor passes it.
+        top = batch[-1]
+        with session_scope(self.ctx.engine) as s:
+            tries = mailboxes.mark_inflight(s, self.mb.name, batch[0])
+        cfg = self.ctx.intake_config()
+        stored = 0
+        if tries == 0:
+            with session_scope(self.ctx.engine) as s:
+                for uid, data in bodies:
+                    r = self._receive(s, cfg, data, uidvalidity, uid)
+                    stored += r.outcome != "duplicate"
+                mailboxes.advance(s, self.mb.name, uidvalidity=uidvalidity, uid=top)
+        else:
+            # An earlier attempt at this batch died with the process: go one mail per
+            # transaction, counting attempts, so a mail that kills us is found and set aside.
+            log.warning(
+                "recovering batch", extra={"mailbox": self.mb.name, "uid": batch[0], "tries": tries}
+            )
+            for i, (uid, data) in enumerate(bodies):
+                if i > 0:
+                    with session_scope(self.ctx.engine) as s:
+                        tries = mailboxes.mark_inflight(s, self.mb.name, uid)
+                with session_scope(self.ctx.engine) as s:
+                    r = self._receive(
+                        s, cfg, data, uidvalidity, uid, parse_it=tries + 1 < mailboxes.POISON_LIMIT
+                    )
+                    stored += r.outcome != "duplicate"
+                    mailboxes.advance(s, self.mb.name, uidvalidity=uidvalidity, uid=uid)
+            with session_scope(self.ctx.engine) as s:
+                mailboxes.advance(s, self.mb.name, uidvalidity=uidvalidity, uid=top)
+        # Committed: only now touch the server copies.
+        self._dispose(client, [uid for uid, _ in bodies])
+        self.ctx.nudge()
+        return stored
+
+    def _receive(
+        self,
+        s: Any,
+        cfg: intake.IntakeConfig,
+        data: bytes,
+        uidvalidity: int,
+        uid: int,
+        *,
+        parse_it: bool = True,
+    ) -> intake.Received:
+        r = intake.receive(
+            s,
+            cfg,
+            mailbox=self.mb.name,
+            data=data,
+            source="imap",
+            uidvalidity=uidvalidity,
+            uid=uid,
+            parse_it=parse_it,
+        )
+        log.info(
+            "stored",
+            extra={
+                "mailbox": self.mb.name,
+                "uid": uid,
+                "message_id": r.message_id,
+                "outcome": r.outcome,
+                "ticket": r.ticket_id,
+            },
+        )
+        return r
+
+    # -- disposition -----------------------------------------------------------------
+
+    def _dispose(self, client: IMAPClient, uids: list[int]) -> None:
+        action, folder = self.mb.disposition
+        if not uids or action == "keep":
+            return
+        if action == "seen":
+            client.add_flags(uids, [b"\\Seen"], silent=True)
+        elif action == "move":
+            assert folder is not None
+            if client.has_capability("MOVE"):
+                client.move(uids, folder)
+            else:
+                client.copy(uids, folder)
+                client.delete_messages(uids, silent=True)
+                self._expunge(client, uids)
+        elif action == "delete":
+            client.delete_messages(uids, silent=True)
+            self._expunge(client, uids)
+
+    def _expunge(self, client: IMAPClient, uids: list[int]) -> None:
+        if client.has_capability("UIDPLUS"):
+            client.uid_expunge(uids)
+        else:
+            client.expunge()
+
+    def _dispose_leftovers(self, client: IMAPClient, last: int) -> None:
+        """Finish a move/delete that a crash interrupted after the commit."""
+        action, _ = self.mb.disposition
+        if last == 0 or action in ("keep", "seen"):
+            return
+        leftover = [u for u in client.search(["UID", f"1:{last}"]) if u <= last]
+        for batch in _chunks(leftover, 500):
+            self._dispose(client, batch)
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def wait(self, client: IMAPClient) -> None:
+        """Until new mail, shutdown, or time to re-sync: IDLE when offered, else poll."""
+        if self.imap.idle and client.has_capability("IDLE"):
+            self._idle(client)
+        else:
+            self.ctx.halt.wait(self.imap.poll_interval.total_seconds())
+
+    def _idle(self, client: IMAPClient) -> None:
+        client.idle()
+        started = time.monotonic()
+        quick_empty = 0
+        try:
+            while not self.ctx.halt.is_set() and time.monotonic() - started < IDLE_RENEW_S:
+                asked = time.monotonic()
+                responses = client.idle_check(timeout=IDLE_SLICE_S)
+                if any(len(r) > 1 and r[1] == b"EXISTS" for r in responses):
+                    return
+                if any(r and r[0] == b"BYE" for r in responses):
+                    raise ConnectionLost("server said BYE")
+                # After EOF imapclient's idle_check answers [] at once, forever: a dead socket.
+                quick = not responses and time.monotonic() - asked < IDLE_SLICE_S / 10
+                quick_empty = quick_empty + 1 if quick else 0
+                if quick_empty >= 3:
+                    raise ConnectionLost("connection closed while idling")
+        finally:
+            try:
+                client.idle_done()
+            except (IMAPClientError, OSError) as exc:
+                raise ConnectionLost(f"connection lost while idling: {exc}") from exc
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), max(1, size)):
+        yield list(items[i : i + size])
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(kind, one line) for `inboxd status`: auth | connect | protocol | config | database | bug."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, LoginError):
+        return "auth", f"login refused: {text}"
+    if isinstance(exc, ConfigError):
+        return "config", text
+    if isinstance(exc, ssl.SSLError):
+        return "connect", f"TLS: {text}"
+    if isinstance(exc, OSError):
+        return "connect", f"{type(exc).__name__}: {text}"
+    if isinstance(exc, IMAPClientError):
+        return "protocol", text
+    if isinstance(exc, SQLAlchemyError):
+        return "database", text.splitlines()[0][:300]
+    return "bug", f"{type(exc).__name__}: {text}"

@@ -1,0 +1,1 @@
+"""The domain: pure decisions over a database session, no sockets."""

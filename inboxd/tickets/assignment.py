@@ -1,0 +1,72 @@
+"""Who gets a routed ticket: nobody, the next agent in rotation, or the least loaded.
+
+Round-robin keeps its position in the `team` row and reads it under a row lock
+(`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serialises
+writers), so the rotation stays fair across restarts and across several daemons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from inboxd.db import insert_ignore
+from inboxd.models import OPEN_STATUSES, Team, Ticket
+
+STRATEGIES = ("none", "round-robin", "least-loaded")
+
+
+@dataclass(frozen=True, slots=True)
+class TeamSpec:
+    name: str
+    members: tuple[str, ...]
+    strategy: str = "none"
+
+
+def choose(session: Session, team: TeamSpec, *, strategy: str | None = None) -> str | None:
+    """The agent to assign, or None to leave the ticket in the team queue.
+
+    `strategy` (from a routing rule) overrides the team's own; an address assigns
+    that agent directly.
+    """
+    how = strategy or team.strategy
+    if how == "none" or not team.members:
+        return None
+    if how == "round-robin":
+        return _next_in_rotation(session, team)
+    if how == "least-loaded":
+        return _least_loaded(session, team)
+    return how.lower()  # an agent address, checked by the rules validator
+
+
+def _next_in_rotation(session: Session, team: TeamSpec) -> str:
+    insert_ignore(session, Team, [{"name": team.name, "active": True, "rr_last": None}])
+    row = session.exec(
+        select(Team)
+        .where(Team.name == team.name)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    members = list(team.members)
+    nxt = (
+        members[(members.index(row.rr_last) + 1) % len(members)]
+        if row.rr_last in members
+        else members[0]
+    )
+    row.rr_last = nxt
+    session.add(row)
+    return nxt
+
+
+def _least_loaded(session: Session, team: TeamSpec) -> str:
+    counts = dict(
+        session.exec(
+            select(Ticket.assignee, func.count())
+            .where(col(Ticket.assignee).in_(team.members), col(Ticket.status).in_(OPEN_STATUSES))
+            .group_by(Ticket.assignee)
+        ).all()
+    )
+    # Fewest open tickets; ties go to the member listed first, so the choice is stable.
+    return min(team.members, key=lambda m: (counts.get(m, 0), team.members.index(m)))
