@@ -67,3 +67,4 @@ def setup(fmt: Literal["text", "json"] = "text", level: str = "info") -> None:
     logging.getLogger("inboxd").setLevel(level.upper())
     for noisy in ("imapclient", "apscheduler", "aiosmtplib", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("mailparser").setLevel(logging.CRITICAL)  # a line per unknown MIME part

@@ -84,7 +84,9 @@ def test_header_edge_cases_from_notmuch(sqlite_engine: Engine) -> None:
         tickets: dict[str, int | None] = {}
         for headers in case["messages"]:
             lines = [f"{k}: {v}" for k, v in headers.items()]
-            raw = "\r\n".join(["From: someone@client.example", "To: support@example.com", *lines, "", "body", ""])
+            raw = "\r\n".join(
+                ["From: someone@client.example", "To: support@example.com", *lines, "", "body", ""]
+            )
             tickets[headers["Message-ID"]] = receive(sqlite_engine, raw.encode()).ticket_id
         for child, parent in case["expected_parent"].items():
             assert tickets[child] == tickets[parent], case["name"]
@@ -94,16 +96,24 @@ def test_header_edge_cases_from_notmuch(sqlite_engine: Engine) -> None:
 
 
 def test_stranger_with_a_ticket_tag_gets_a_new_ticket(sqlite_engine: Engine) -> None:
-    first = receive(sqlite_engine, make_mail(subject="My order is late", sender="alice@client.example"))
+    first = receive(
+        sqlite_engine, make_mail(subject="My order is late", sender="alice@client.example")
+    )
     tag = f"[#{first.ticket_id}]"
-    stranger = receive(sqlite_engine, make_mail(subject=f"Re: {tag} My order is late", sender="mallory@evil.example"))
+    stranger = receive(
+        sqlite_engine,
+        make_mail(subject=f"Re: {tag} My order is late", sender="mallory@evil.example"),
+    )
     assert stranger.outcome == "new-ticket"
     assert stranger.ticket_id != first.ticket_id
     with Session(sqlite_engine) as s:
         ticket = s.get(Ticket, stranger.ticket_id)
         assert ticket is not None and ticket.subject_ref == first.ticket_id
     # The customer herself may use the tag without any references: it joins.
-    own = receive(sqlite_engine, make_mail(subject=f"Re: {tag} My order is late", sender="Alice@Client.example"))
+    own = receive(
+        sqlite_engine,
+        make_mail(subject=f"Re: {tag} My order is late", sender="Alice@Client.example"),
+    )
     assert (own.outcome, own.ticket_id) == ("joined", first.ticket_id)
 
 
@@ -126,7 +136,9 @@ def test_reply_reopens_resolved_and_closed_opens_linked_ticket(sqlite_engine: En
         assert t is not None
         t.status = "resolved"
     second_id = make_msgid(domain="client.example")
-    again = receive(sqlite_engine, make_mail(subject="Re: Broken", message_id=second_id, in_reply_to=first_id))
+    again = receive(
+        sqlite_engine, make_mail(subject="Re: Broken", message_id=second_id, in_reply_to=first_id)
+    )
     assert (again.outcome, again.ticket_id) == ("joined", first.ticket_id)
     with session_scope(sqlite_engine) as s:
         t = s.get(Ticket, first.ticket_id)
@@ -156,14 +168,19 @@ def test_mail_without_message_id_is_deduped_by_content(sqlite_engine: Engine) ->
 
 
 def test_auto_reply_without_ticket_is_stored_on_no_ticket(sqlite_engine: Engine) -> None:
-    r = receive(sqlite_engine, make_mail(subject="Out of office", headers={"Auto-Submitted": "auto-replied"}))
+    r = receive(
+        sqlite_engine,
+        make_mail(subject="Out of office", headers={"Auto-Submitted": "auto-replied"}),
+    )
     assert r.outcome == "no-ticket" and r.classification == "auto-reply"
     with Session(sqlite_engine) as s:
         assert s.exec(select(Ticket)).all() == []
 
 
 def test_mailing_list_mail_is_bulk_and_still_makes_a_ticket(sqlite_engine: Engine) -> None:
-    r = receive(sqlite_engine, make_mail(subject="list post", headers={"List-Id": "<dev.lists.example>"}))
+    r = receive(
+        sqlite_engine, make_mail(subject="list post", headers={"List-Id": "<dev.lists.example>"})
+    )
     assert r.outcome == "new-ticket" and r.classification == "bulk"
 
 
@@ -188,7 +205,9 @@ def test_bounces_attach_to_the_ticket_of_the_mail_that_bounced(sqlite_engine: En
         if verdict.kind != "bounce" or not original:
             continue
         named += 1
-        seed = receive(sqlite_engine, make_mail(subject=f"original of {path.name}", message_id=f"<{original}>"))
+        seed = receive(
+            sqlite_engine, make_mail(subject=f"original of {path.name}", message_id=f"<{original}>")
+        )
         if seed.outcome == "duplicate":  # two bounces of one original
             seed = receive(sqlite_engine, make_mail(subject="again", message_id=f"<{original}>"))
         r = receive(sqlite_engine, raw)

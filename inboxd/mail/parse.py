@@ -461,6 +461,7 @@ def _flatten(message: Message) -> bytes:
 
 
 def _part_text(part: Message) -> str:
+    """A body part as text; an HTML part without a charset parameter may name one in <meta>."""
     data = _part_bytes(part)
     if not data:
         return ""
@@ -487,11 +488,12 @@ def _charset_hint(message: Message, raw_headers: list[tuple[str, str]]) -> str |
 
 
 def _iter_leaves(message: Message) -> Iterator[Message]:
+    """Leaf parts in document order, iteratively (no recursion limit on nesting)."""
     stack = [message]
     while stack:
         part = stack.pop()
         payload = part.get_payload()
-        if part.is_multipart() and isinstance(payload, list):
+        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
             stack.extend(child for child in reversed(payload) if isinstance(child, Message))
         else:
             yield part

@@ -310,9 +310,7 @@ def process(
     return Received(msg.id, msg.message_id, "new-ticket", ticket.id, verdict.kind)
 
 
-def _join_conversations(
-    session: Session, cfg: IntakeConfig, parent: Ticket, linked: int
-) -> Ticket:
+def _join_conversations(session: Session, cfg: IntakeConfig, parent: Ticket, linked: int) -> Ticket:
     """This mail's ids point at `parent` and at another ticket (its replies came first, or
     its References span both): one conversation.
 
@@ -327,11 +325,24 @@ def _join_conversations(
     now = cfg.clock()
     if "closed" in (older.status, younger.status) or merge.has_outbound(session, younger.id):
         for a, b in ((older, younger), (younger, older)):
-            events.record(session, ticket_id=a.id or 0, at=now, actor=events.SYSTEM,
-                          kind="related", ticket=b.id, reason="one mail links both")
+            events.record(
+                session,
+                ticket_id=a.id or 0,
+                at=now,
+                actor=events.SYSTEM,
+                kind="related",
+                ticket=b.id,
+                reason="one mail links both",
+            )
         return parent
-    merge.merge(session, source=younger, into=older, actor=events.SYSTEM, at=now,
-                reason="a late parent linked both conversations")
+    merge.merge(
+        session,
+        source=younger,
+        into=older,
+        actor=events.SYSTEM,
+        at=now,
+        reason="a late parent linked both conversations",
+    )
     return older
 
 

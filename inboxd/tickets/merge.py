@@ -23,9 +23,12 @@ def merge(
     if source.id is None or into.id is None or source.id == into.id:
         raise InboxdError("a ticket cannot be merged into itself")
     if source.status == "merged" or into.status == "merged":
-        raise InboxdError(f"ticket {source.id if source.status == 'merged' else into.id} "
-                          "is already merged")
-    session.exec(update(Message).where(col(Message.ticket_id) == source.id).values(ticket_id=into.id))
+        raise InboxdError(
+            f"ticket {source.id if source.status == 'merged' else into.id} is already merged"
+        )
+    session.exec(
+        update(Message).where(col(Message.ticket_id) == source.id).values(ticket_id=into.id)
+    )
     session.exec(
         update(ThreadRef).where(col(ThreadRef.ticket_id) == source.id).values(ticket_id=into.id)
     )
@@ -33,8 +36,15 @@ def merge(
     insert_ignore(
         session,
         Participant,
-        [{"ticket_id": into.id, "address": p.address, "name": p.name,
-          "role": "cc" if p.role == "customer" else p.role} for p in people],
+        [
+            {
+                "ticket_id": into.id,
+                "address": p.address,
+                "name": p.name,
+                "role": "cc" if p.role == "customer" else p.role,
+            }
+            for p in people
+        ],
     )
     tags = session.exec(select(TicketTag.tag).where(TicketTag.ticket_id == source.id)).all()
     insert_ignore(session, TicketTag, [{"ticket_id": into.id, "tag": t} for t in tags])
@@ -44,10 +54,18 @@ def merge(
     source.status = "merged"
     source.merged_into = into.id
     source.updated_at = at
-    events.record(session, ticket_id=source.id, at=at, actor=actor, kind="merged",
-                  into=into.id, reason=reason)
-    events.record(session, ticket_id=into.id, at=at, actor=actor, kind="merged-from",
-                  source=source.id, reason=reason)
+    events.record(
+        session, ticket_id=source.id, at=at, actor=actor, kind="merged", into=into.id, reason=reason
+    )
+    events.record(
+        session,
+        ticket_id=into.id,
+        at=at,
+        actor=actor,
+        kind="merged-from",
+        source=source.id,
+        reason=reason,
+    )
 
 
 def has_outbound(session: Session, ticket_id: int) -> bool:

@@ -16,7 +16,6 @@ from typing import Literal
 from sqlmodel import Session, col, select
 
 from inboxd.db import insert_ignore
-from inboxd.mail.msgids import parent_candidates
 from inboxd.mail.parse import ParsedMail
 from inboxd.models import Participant, ThreadRef, Ticket
 from inboxd.tickets.tokens import find_ticket_token
@@ -45,7 +44,7 @@ def subject_tag_pattern(fmt: str) -> re.Pattern[str]:
 
 def all_ids(mail: ParsedMail) -> list[str]:
     """Candidate parent ids, best first: notmuch's parent priority, then every other id."""
-    ranked = list(parent_candidates(mail.header("in-reply-to"), mail.header("references")))
+    ranked = list(mail.parent_ids)
     seen = set(ranked)
     for mid in (*reversed(mail.references), *mail.in_reply_to):
         if mid not in seen and mid != mail.message_id:
