@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 09:31:55.930479
+Create Date: 2026-11-23 09:38:25.347004
 """
 
 from collections.abc import Sequence
