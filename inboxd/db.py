@@ -171,15 +171,22 @@ def _first_line(exc: BaseException) -> str:
 
 
 def insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
-    """INSERT rows, skipping any that would violate a unique key (first writer wins)."""
+    """INSERT rows, skipping any that would violate a unique key (first writer wins).
+
+    Core, not the ORM: this runs several times per ingested mail. The statement has no
+    inline values, so SQLAlchemy compiles it once and reuses it.
+    """
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
+    session.connection().execute(_insert_ignore_stmt(session.get_bind().dialect.name, model), rows)
+
+
+@cache
+def _insert_ignore_stmt(dialect: str, model: type[Any]) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        session.exec(pg_insert(model).values(rows).on_conflict_do_nothing())  # type: ignore[call-overload]
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        return pg_insert(model).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        session.exec(sqlite_insert(model).values(rows).on_conflict_do_nothing())  # type: ignore[call-overload]
+    return sqlite_insert(model).on_conflict_do_nothing()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
+from sqlalchemy import select as sa_select
+from sqlalchemy import update as sa_update
 from sqlmodel import Session, col, select
 
 from inboxd.db import insert_ignore
@@ -43,21 +45,22 @@ def choose(session: Session, team: TeamSpec, *, strategy: str | None = None) -> 
 
 def _next_in_rotation(session: Session, team: TeamSpec) -> str:
     insert_ignore(session, Team, [{"name": team.name, "active": True, "rr_last": None}])
-    row = session.exec(
-        select(Team)
-        .where(Team.name == team.name)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    conn = session.connection()
+    last = conn.execute(_RR_LAST, {"team": team.name}).scalar()
     members = list(team.members)
-    nxt = (
-        members[(members.index(row.rr_last) + 1) % len(members)]
-        if row.rr_last in members
-        else members[0]
-    )
-    row.rr_last = nxt
-    session.add(row)
+    nxt = members[(members.index(last) + 1) % len(members)] if last in members else members[0]
+    conn.execute(_RR_SET, {"team": team.name, "agent": nxt})
     return nxt
+
+
+_T = Team.__table__.c  # type: ignore[attr-defined]
+# The row lock serialises concurrent assigners on PostgreSQL (SQLite: BEGIN IMMEDIATE).
+_RR_LAST = sa_select(_T.rr_last).where(_T.name == bindparam("team")).with_for_update()
+_RR_SET = (
+    sa_update(Team.__table__)  # type: ignore[attr-defined]
+    .where(_T.name == bindparam("team"))
+    .values(rr_last=bindparam("agent"))
+)
 
 
 def _least_loaded(session: Session, team: TeamSpec) -> str:

@@ -5,17 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session
 
 from inboxd.models import TicketEvent
 
 SYSTEM = "system"
+_INSERT = insert(TicketEvent.__table__)  # type: ignore[attr-defined]
 
 
 def record(
     session: Session, *, ticket_id: int, at: datetime, actor: str, kind: str, **data: Any
-) -> TicketEvent:
-    """Add one event; the caller's transaction commits it with the change it describes."""
-    event = TicketEvent(ticket_id=ticket_id, at=at, actor=actor, kind=kind, data=data)
-    session.add(event)
-    return event
+) -> None:
+    """Add one event; the caller's transaction commits it with the change it describes.
+
+    A Core INSERT on the session's connection: events are written often and never
+    read back in the same transaction.
+    """
+    session.connection().execute(
+        _INSERT, {"ticket_id": ticket_id, "at": at, "actor": actor, "kind": kind, "data": data}
+    )

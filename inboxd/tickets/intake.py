@@ -7,16 +7,20 @@ processing fails is still stored, flagged as quarantined, and the batch goes on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlalchemy import bindparam
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, SQLModel, select
 
 from inboxd.clock import Clock, utcnow
 from inboxd.db import insert_ignore
@@ -114,7 +118,8 @@ def receive(
 
     Guarantees: one `message` row per Message-ID (or per content when it has none),
     one `delivery` row per mailbox. `parse_it=False` stores and quarantines without
-    parsing (a mail that crashed the process before).
+    parsing (a mail that crashed the process before). Runs on SQLAlchemy Core where it
+    can: this is the hot path of every ingested mail.
     """
     now = cfg.clock()
     digest = content_hash(data)
@@ -133,87 +138,130 @@ def receive(
             problem = f"parser error: {type(exc).__name__}: {exc}"
 
     message_id = mail.message_id if mail else None
+    delivery = _Delivery(mailbox, source, uidvalidity, uid, now)
     existing = find_existing(session, message_id=message_id, digest=digest)
-    if existing is None:
+    if existing is not None:
+        return _duplicate(session, existing, delivery)
+    if mail is not None:
         try:
             with session.begin_nested():
-                msg = _new_message(
-                    session, mail, data=data, digest=digest, mailbox=mailbox, now=now
-                )
-        except IntegrityError:  # another process stored the same mail a moment ago
-            existing = find_existing(session, message_id=message_id, digest=digest)
-            if existing is None:
-                raise
-    if existing is not None:
-        _add_delivery(session, existing, mailbox, source, uidvalidity, uid, now)
-        return Received(
-            existing.id or 0,
-            existing.message_id,
-            "duplicate",
-            existing.ticket_id,
-            existing.classification,
+                return process(session, cfg, mail, raw=data, digest=digest, delivery=delivery)
+        except _AlreadyStored:
+            pass  # another process stored the same mail a moment ago
+        except Exception as exc:  # any stage failure quarantines the mail; intake goes on
+            problem = f"processing failed: {type(exc).__name__}: {exc}"
+            log.exception("processing failed", extra={"mailbox": mailbox, "message_id": message_id})
+    if problem is not None:
+        pk = _insert_message(
+            session,
+            _message_values(mail, data=data, digest=digest, mailbox=mailbox, now=now)
+            | {"quarantined": True, "quarantine_reason": problem[:500]},
         )
-
-    _add_delivery(session, msg, mailbox, source, uidvalidity, uid, now)
-    assert msg.id is not None
-    if mail is None:
-        quarantine(msg, problem or "unparsable")
-        log.warning("quarantined", extra={"mailbox": mailbox, "message": msg.id, "reason": problem})
-        return Received(msg.id, None, "quarantined", reason=msg.quarantine_reason)
-    try:
-        with session.begin_nested():
-            return process(session, cfg, msg, mail, raw=data, mailbox=mailbox)
-    except Exception as exc:
-        reason = f"processing failed: {type(exc).__name__}: {exc}"
-        log.exception("processing failed", extra={"mailbox": mailbox, "message": msg.id})
-        session.expire(msg)
-        quarantine(msg, reason)
-        return Received(msg.id, msg.message_id, "quarantined", reason=reason)
+        if pk is not None:
+            _store_raw_and_delivery(session, pk, data, delivery)
+            log.warning("quarantined", extra={"mailbox": mailbox, "message": pk, "reason": problem})
+            return Received(pk, message_id, "quarantined", reason=problem[:500])
+    existing = find_existing(session, message_id=message_id, digest=digest)
+    assert existing is not None, "a conflicting insert left no row behind"
+    return _duplicate(session, existing, delivery)
 
 
-def find_existing(session: Session, *, message_id: str | None, digest: str) -> Message | None:
+class _AlreadyStored(Exception):
+    """The INSERT met a row another transaction committed since we looked."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    mailbox: str
+    source: Source
+    uidvalidity: int | None
+    uid: int | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    id: int
+    message_id: str | None
+    ticket_id: int | None
+    classification: str | None
+
+
+def find_existing(session: Session, *, message_id: str | None, digest: str) -> Existing | None:
+    """The stored message with this Message-ID, else with these exact bytes."""
+    conn = session.connection()
     if message_id:
-        found = session.exec(select(Message).where(Message.message_id == message_id)).first()
-        if found is not None:
-            return found
-    return session.exec(select(Message).where(Message.content_hash == digest)).first()
+        row = conn.execute(_BY_MESSAGE_ID, {"mid": message_id}).first()
+        if row is not None:
+            return Existing(*row)
+    row = conn.execute(_BY_HASH, {"digest": digest}).first()
+    return Existing(*row) if row is not None else None
 
 
-def quarantine(msg: Message, reason: str) -> None:
-    msg.quarantined = True
-    msg.quarantine_reason = reason[:500]
+_M = Message.__table__.c  # type: ignore[attr-defined]
+_EXISTING = sa_select(_M.id, _M.message_id, _M.ticket_id, _M.classification)
+# Built once: constructing a statement per mail costs more than running it.
+_BY_MESSAGE_ID = _EXISTING.where(_M.message_id == bindparam("mid"))
+_BY_HASH = _EXISTING.where(_M.content_hash == bindparam("digest"))
+
+
+def _duplicate(session: Session, existing: Existing, delivery: _Delivery) -> Received:
+    _add_delivery(session, existing.id, delivery)
+    return Received(
+        existing.id, existing.message_id, "duplicate", existing.ticket_id, existing.classification
+    )
 
 
 def _addresses(addrs: tuple[Address, ...]) -> list[dict[str, str]]:
     return [{"addr": a.addr, "name": a.name} for a in addrs]
 
 
-def _new_message(
-    session: Session,
-    mail: ParsedMail | None,
-    *,
-    data: bytes,
-    digest: str,
-    mailbox: str,
-    now: datetime,
-) -> Message:
-    msg = Message(content_hash=digest, mailbox=mailbox, size=len(data), received_at=now)
-    if mail is not None:
-        msg.message_id = mail.message_id
-        msg.from_addr = mail.from_.addr if mail.from_ else None
-        msg.from_name = mail.from_.name if mail.from_ else None
-        msg.to_addrs = _addresses(mail.to)
-        msg.cc_addrs = _addresses(mail.cc)
-        msg.reply_to = _addresses(mail.reply_to)
-        msg.subject = mail.subject
-        if mail.date is not None:
-            offset = mail.date.utcoffset()
-            msg.date_at = mail.date.astimezone(UTC)
-            msg.date_offset_min = int(offset.total_seconds() // 60) if offset is not None else 0
-        msg.in_reply_to = list(mail.in_reply_to)
-        msg.references = list(mail.references)
-        msg.text = mail.text
-        msg.attachments = [
+def _message_values(
+    mail: ParsedMail | None, *, data: bytes, digest: str, mailbox: str, now: datetime
+) -> dict[str, Any]:
+    """Column values of a new inbound `message` row (defaults filled: Core skips the model)."""
+    values: dict[str, Any] = {
+        "message_id": None,
+        "content_hash": digest,
+        "direction": "in",
+        "ticket_id": None,
+        "mailbox": mailbox,
+        "author": None,
+        "classification": None,
+        "reasons": [],
+        "from_addr": None,
+        "from_name": None,
+        "to_addrs": [],
+        "cc_addrs": [],
+        "reply_to": [],
+        "subject": "",
+        "date_at": None,
+        "date_offset_min": None,
+        "in_reply_to": [],
+        "references": [],
+        "text": "",
+        "attachments": [],
+        "size": len(data),
+        "bounce": None,
+        "received_at": now,
+        "quarantined": False,
+        "quarantine_reason": None,
+        "attempts": 0,
+    }
+    if mail is None:
+        return values
+    values.update(
+        message_id=mail.message_id,
+        from_addr=mail.from_.addr if mail.from_ else None,
+        from_name=mail.from_.name if mail.from_ else None,
+        to_addrs=_addresses(mail.to),
+        cc_addrs=_addresses(mail.cc),
+        reply_to=_addresses(mail.reply_to),
+        subject=mail.subject,
+        in_reply_to=list(mail.in_reply_to),
+        references=list(mail.references),
+        text=mail.text,
+        attachments=[
             {
                 "index": a.index,
                 "filename": a.filename,
@@ -222,35 +270,51 @@ def _new_message(
                 "sha256": a.sha256,
             }
             for a in mail.attachments
-        ]
-    session.add(msg)
-    session.flush()
-    assert msg.id is not None
-    session.add(RawMail(message_pk=msg.id, data=data))
-    session.flush()
-    return msg
+        ],
+    )
+    if mail.date is not None:
+        offset = mail.date.utcoffset()
+        values["date_at"] = mail.date.astimezone(UTC)
+        values["date_offset_min"] = int(offset.total_seconds() // 60) if offset is not None else 0
+    return values
 
 
-def _add_delivery(
-    session: Session,
-    msg: Message,
-    mailbox: str,
-    source: Source,
-    uidvalidity: int | None,
-    uid: int | None,
-    now: datetime,
-) -> None:
+def _insert_message(session: Session, values: dict[str, Any]) -> int | None:
+    """INSERT the row; None when a unique key (Message-ID, content hash) already holds one."""
+    stmt = _insert_message_stmt(session.get_bind().dialect.name)
+    return session.connection().execute(stmt, values).scalar()
+
+
+@cache
+def _insert_message_stmt(dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    table = Message.__table__
+    return dialect_insert(table).on_conflict_do_nothing().returning(table.c.id)
+
+
+def _store_raw_and_delivery(session: Session, pk: int, data: bytes, delivery: _Delivery) -> None:
+    session.connection().execute(_INSERT_RAW, {"message_pk": pk, "data": data, "purged_at": None})
+    _add_delivery(session, pk, delivery)
+
+
+_INSERT_RAW = sa_insert(RawMail.__table__)  # type: ignore[attr-defined]
+
+
+def _add_delivery(session: Session, pk: int, d: _Delivery) -> None:
     insert_ignore(
         session,
         Delivery,
         [
             {
-                "message_pk": msg.id,
-                "mailbox": mailbox,
-                "source": source,
-                "uidvalidity": uidvalidity,
-                "uid": uid,
-                "delivered_at": now,
+                "message_pk": pk,
+                "mailbox": d.mailbox,
+                "source": d.source,
+                "uidvalidity": d.uidvalidity,
+                "uid": d.uid,
+                "delivered_at": d.at,
             }
         ],
     )
@@ -262,20 +326,32 @@ def _add_delivery(
 def process(
     session: Session,
     cfg: IntakeConfig,
-    msg: Message,
     mail: ParsedMail,
     *,
     raw: bytes,
-    mailbox: str,
+    digest: str,
+    delivery: _Delivery,
 ) -> Received:
-    """Classify, thread and open or join a ticket for a freshly stored inbound mail."""
-    assert msg.id is not None
+    """Classify, store, thread and open or join a ticket for a mail new to the database.
+
+    Raises `_AlreadyStored` when a concurrent writer won the INSERT (the caller's
+    savepoint then undoes whatever this call did).
+    """
+    now = delivery.at
+    mailbox = delivery.mailbox
     verdict = classify(mail, raw, own_addresses=cfg.own_addresses, blocklist=cfg.blocklist)
-    msg.classification = verdict.kind
-    msg.reasons = list(verdict.reasons)
+    values = _message_values(mail, data=raw, digest=digest, mailbox=mailbox, now=now)
+    values.update(classification=verdict.kind, reasons=list(verdict.reasons))
+
+    def store(ticket_id: int | None, **extra: Any) -> int:
+        pk = _insert_message(session, values | {"ticket_id": ticket_id, **extra})
+        if pk is None:
+            raise _AlreadyStored
+        _store_raw_and_delivery(session, pk, raw, delivery)
+        return pk
 
     if verdict.kind == "bounce":
-        return _attach_bounce(session, cfg, msg, verdict)
+        return _attach_bounce(session, cfg, mail, verdict, store)
 
     match = threading.find_ticket(
         session,
@@ -284,30 +360,31 @@ def process(
         own_addresses=cfg.own_addresses,
         subject_tag=cfg.subject_tag,
     )
+    previous: int | None = None
     if match.ticket_id is not None:
         ticket = threading.follow_merges(session, match.ticket_id)
         for other in match.linked:
             ticket = _join_conversations(session, cfg, ticket, other)
         if ticket.status != "closed" or verdict.kind in NO_NEW_TICKET:
-            _join(session, cfg, ticket, msg, mail, verdict)
-            return Received(msg.id, msg.message_id, "joined", ticket.id, verdict.kind)
-        previous: int | None = ticket.id  # a reply to a closed ticket opens a new, linked one
-    else:
-        previous = None
+            assert ticket.id is not None
+            pk = store(ticket.id)
+            _join(session, cfg, ticket, mail, verdict)
+            return Received(pk, mail.message_id, "joined", ticket.id, verdict.kind)
+        previous = ticket.id  # a reply to a closed ticket opens a new, linked one
 
     if verdict.kind in NO_NEW_TICKET:
-        return Received(msg.id, msg.message_id, "no-ticket", None, verdict.kind)
+        pk = store(None)
+        return Received(pk, mail.message_id, "no-ticket", None, verdict.kind)
     ticket = _open_ticket(
         session,
         cfg,
-        msg,
         mail,
         mailbox=mailbox,
         previous=previous,
         subject_ref=match.subject_ref,
-        how=match.how,
     )
-    return Received(msg.id, msg.message_id, "new-ticket", ticket.id, verdict.kind)
+    pk = store(ticket.id)
+    return Received(pk, mail.message_id, "new-ticket", ticket.id, verdict.kind)
 
 
 def _join_conversations(session: Session, cfg: IntakeConfig, parent: Ticket, linked: int) -> Ticket:
@@ -350,13 +427,12 @@ def _join(
     session: Session,
     cfg: IntakeConfig,
     ticket: Ticket,
-    msg: Message,
     mail: ParsedMail,
     verdict: Classification,
 ) -> None:
+    """A stored mail joined `ticket`: count it, learn its ids, reopen or resume as due."""
     assert ticket.id is not None
     now = cfg.clock()
-    msg.ticket_id = ticket.id
     ticket.message_count += 1
     ticket.updated_at = now
     threading.remember_ids(
@@ -399,50 +475,99 @@ def _join(
 def _open_ticket(
     session: Session,
     cfg: IntakeConfig,
-    msg: Message,
     mail: ParsedMail,
     *,
     mailbox: str,
     previous: int | None,
     subject_ref: int | None,
-    how: str,
 ) -> Ticket:
+    """A new ticket, routed and assigned in the same INSERT; its events say why."""
     now = cfg.clock()
     customer = mail.from_
-    ticket = Ticket(
-        subject=mail.subject,
-        customer_addr=customer.addr if customer else None,
-        customer_name=(customer.name or None) if customer else None,
-        mailbox=mailbox,
-        created_at=now,
-        updated_at=now,
-        last_customer_at=now,
-        previous_ticket=previous,
-        subject_ref=subject_ref,
-        message_count=1,
-    )
-    session.add(ticket)
-    session.flush()
-    assert ticket.id is not None
-    msg.ticket_id = ticket.id
+    decision = _route(cfg, mail, mailbox)
+    team = cfg.teams.get(decision.team or "")
+    agent = assignment.choose(session, team, strategy=decision.assign) if team else None
+    values = model_defaults(Ticket) | {
+        "subject": mail.subject,
+        "customer_addr": customer.addr if customer else None,
+        "customer_name": (customer.name or None) if customer else None,
+        "mailbox": mailbox,
+        "created_at": now,
+        "updated_at": now,
+        "last_customer_at": now,
+        "previous_ticket": previous,
+        "subject_ref": subject_ref,
+        "message_count": 1,
+        "team": decision.team or None,
+        "category": decision.category,
+        "priority": decision.priority,
+        "sla_policy": decision.sla,
+        "assignee": agent,
+    }
+    ticket_id = session.connection().execute(_INSERT_TICKET, values).scalar_one()
     threading.remember_ids(
-        session, ticket.id, [mail.message_id, *mail.in_reply_to, *mail.references]
+        session, ticket_id, [mail.message_id, *mail.in_reply_to, *mail.references]
     )
-    _add_participants(session, cfg, ticket.id, mail, customer=customer)
-    events.record(
-        session,
-        ticket_id=ticket.id,
-        at=now,
-        actor=events.SYSTEM,
+    _add_participants(session, cfg, ticket_id, mail, customer=customer)
+    insert_ignore(session, TicketTag, [{"ticket_id": ticket_id, "tag": t} for t in decision.tags])
+    record = functools.partial(
+        events.record, session, ticket_id=ticket_id, at=now, actor=events.SYSTEM
+    )
+    record(
         kind="created",
         mailbox=mailbox,
         message_id=mail.message_id,
         previous_ticket=previous,
         subject_ref=subject_ref,
     )
-    decision = _route(cfg, mail, mailbox)
-    apply_decision(session, cfg, ticket, decision, now=now)
+    record(
+        kind="routed",
+        team=decision.team or None,
+        category=decision.category,
+        priority=decision.priority,
+        tags=list(decision.tags),
+        sla=decision.sla,
+        rules=list(decision.matched),
+        set_by=dict(decision.set_by),
+    )
+    if agent is not None:
+        assert team is not None
+        record(
+            kind="assigned",
+            assignee=agent,
+            strategy=decision.assign or team.strategy,
+            rule=decision.set_by.get("assign"),
+        )
+    ticket = session.get(Ticket, ticket_id)
+    assert ticket is not None
     return ticket
+
+
+_INSERT_TICKET = sa_insert(Ticket.__table__).returning(Ticket.__table__.c.id)  # type: ignore[attr-defined]
+
+
+@cache
+def _defaults_of(model: type[SQLModel]) -> tuple[tuple[str, Any, Any], ...]:
+    out = []
+    for column in model.__table__.columns:  # type: ignore[attr-defined]
+        if column.primary_key:
+            continue
+        info = model.model_fields.get(column.name)
+        if info is None:
+            out.append((column.name, None, None))
+        else:
+            out.append(
+                (column.name, info.default_factory, None if info.is_required() else info.default)
+            )
+    return tuple(out)
+
+
+def model_defaults(model: type[SQLModel]) -> dict[str, Any]:
+    """Every column's Python-side default, for a Core INSERT that skips the model."""
+    return {
+        name: factory() if factory is not None else default
+        for name, factory, default in _defaults_of(model)
+    }
 
 
 def _route(cfg: IntakeConfig, mail: ParsedMail, mailbox: str) -> Decision:
@@ -461,48 +586,6 @@ def _route(cfg: IntakeConfig, mail: ParsedMail, mailbox: str) -> Decision:
             set_by={"team": "default"},
         )
     return route(cfg.rules, mail, mailbox=mailbox, default_team=default_team)
-
-
-def apply_decision(
-    session: Session, cfg: IntakeConfig, ticket: Ticket, decision: Decision, *, now: datetime
-) -> None:
-    """Set team, category, priority, tags and SLA policy; assign; record why."""
-    assert ticket.id is not None
-    ticket.team = decision.team or None
-    ticket.category = decision.category
-    ticket.priority = decision.priority
-    ticket.sla_policy = decision.sla
-    insert_ignore(session, TicketTag, [{"ticket_id": ticket.id, "tag": t} for t in decision.tags])
-    events.record(
-        session,
-        ticket_id=ticket.id,
-        at=now,
-        actor=events.SYSTEM,
-        kind="routed",
-        team=ticket.team,
-        category=decision.category,
-        priority=decision.priority,
-        tags=list(decision.tags),
-        sla=decision.sla,
-        rules=list(decision.matched),
-        set_by=dict(decision.set_by),
-    )
-    team = cfg.teams.get(ticket.team or "")
-    if team is None:
-        return
-    agent = assignment.choose(session, team, strategy=decision.assign)
-    if agent is not None:
-        ticket.assignee = agent
-        events.record(
-            session,
-            ticket_id=ticket.id,
-            at=now,
-            actor=events.SYSTEM,
-            kind="assigned",
-            assignee=agent,
-            strategy=decision.assign or team.strategy,
-            rule=decision.set_by.get("assign"),
-        )
 
 
 def _add_participants(
@@ -533,10 +616,13 @@ def _add_participants(
 
 
 def _attach_bounce(
-    session: Session, cfg: IntakeConfig, msg: Message, verdict: Classification
+    session: Session,
+    cfg: IntakeConfig,
+    mail: ParsedMail,
+    verdict: Classification,
+    store: Callable[..., int],
 ) -> Received:
     """A bounce joins the ticket of the mail that bounced, as a delivery failure."""
-    assert msg.id is not None
     info = verdict.bounce
     failed = [
         {
@@ -548,7 +634,7 @@ def _attach_bounce(
         for r in (info.recipients if info else ())
     ]
     original = info.original_message_id if info else None
-    msg.bounce = {
+    bounce = {
         "original_message_id": original,
         "recipients": failed,
         "temporary": bool(info and info.temporary),
@@ -559,10 +645,11 @@ def _attach_bounce(
             select(ThreadRef.ticket_id).where(ThreadRef.message_id == original)
         ).first()
     if ticket_id is None:
-        return Received(msg.id, msg.message_id, "no-ticket", None, "bounce")
+        pk = store(None, bounce=bounce)
+        return Received(pk, mail.message_id, "no-ticket", None, "bounce")
     ticket = threading.follow_merges(session, ticket_id)
     assert ticket.id is not None
-    msg.ticket_id = ticket.id
+    pk = store(ticket.id, bounce=bounce)
     ticket.message_count += 1
     events.record(
         session,
@@ -572,6 +659,6 @@ def _attach_bounce(
         kind="delivery-failure",
         original_message_id=original,
         recipients=failed,
-        message=msg.id,
+        message=pk,
     )
-    return Received(msg.id, msg.message_id, "joined", ticket.id, "bounce")
+    return Received(pk, mail.message_id, "joined", ticket.id, "bounce")

@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, select
 
 from inboxd.db import insert_ignore
 from inboxd.mail.parse import ParsedMail
@@ -24,6 +26,11 @@ How = Literal["token", "reference", "subject", "none"]
 # Headers where an MTA records the address a mail was delivered to (subaddress kept).
 ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-delivered-to")
 MAX_MERGE_HOPS = 32
+_REF = ThreadRef.__table__.c  # type: ignore[attr-defined]
+# Built once: constructing a statement per mail costs more than running it.
+_KNOWN_IDS = sa_select(_REF.message_id, _REF.ticket_id).where(
+    _REF.message_id.in_(bindparam("ids", expanding=True))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +84,8 @@ def find_ticket(
     ids = all_ids(mail)
     lookup = [*ids, mail.message_id] if mail.message_id else ids
     if lookup:
-        known = dict(
-            session.exec(
-                select(ThreadRef.message_id, ThreadRef.ticket_id).where(
-                    col(ThreadRef.message_id).in_(lookup)
-                )
-            ).all()
+        known: dict[str, int] = dict(
+            session.connection().execute(_KNOWN_IDS, {"ids": lookup}).all()  # type: ignore[arg-type]
         )
         found = [known[mid] for mid in lookup if mid in known]
         if found:
