@@ -26,6 +26,7 @@ from inboxd.config import Settings
 from inboxd.db import make_engine, require_schema, session_scope
 from inboxd.errors import ConfigError
 from inboxd.leases import daemon_lock
+from inboxd.mail import smtp
 from inboxd.mail.imap import MailboxWorker, WorkerContext
 from inboxd.models import Daemon
 from inboxd.tickets import intake, tokens
@@ -101,7 +102,7 @@ def open_runtime(settings: Settings) -> Runtime:
 
 
 def run_once(settings: Settings) -> dict[str, int | None]:
-    """Sync every mailbox once and run the scheduled work once; per-mailbox counts."""
+    """Sync every mailbox once, then try every queued outgoing mail; per-mailbox counts."""
     runtime = open_runtime(settings)
     with daemon_lock(runtime.engine):
         runtime.heartbeat()
@@ -109,9 +110,28 @@ def run_once(settings: Settings) -> dict[str, int | None]:
         results: dict[str, int | None] = {}
         for worker in runtime.workers(halt, lambda: None):
             results[worker.mb.name] = worker.run_once()
+        sent = asyncio.run(_flush_outbox(runtime))
+        log.info("outbox flushed", extra=sent)
         runtime.heartbeat(stopped=True)
     runtime.engine.dispose()
     return results
+
+
+async def _flush_outbox(runtime: Runtime) -> dict[str, int]:
+    """`smtp.flush`, heartbeating meanwhile: other daemons must not think us dead mid-send."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.to_thread(runtime.heartbeat)
+
+    beat_task = asyncio.create_task(beat())
+    try:
+        return await smtp.flush(
+            runtime.settings, runtime.engine, owner=runtime.daemon_id, clock=runtime.clock
+        )
+    finally:
+        beat_task.cancel()
 
 
 def serve(settings: Settings) -> None:
@@ -149,6 +169,16 @@ async def _serve(runtime: Runtime) -> None:
     ]
     for t in threads:
         t.start()
+    sender = asyncio.create_task(
+        smtp.run_sender(
+            runtime.settings,
+            runtime.engine,
+            wake=wake,
+            stop=stop,
+            owner=runtime.daemon_id,
+            clock=runtime.clock,
+        )
+    )
     log.info("started", extra={"daemon": runtime.daemon_id, "mailboxes": len(threads)})
 
     async def beat() -> None:
@@ -167,7 +197,14 @@ async def _serve(runtime: Runtime) -> None:
     log.info("stopping")
     halt.set()
     await beat_task
-    await asyncio.gather(*(asyncio.to_thread(t.join, SHUTDOWN_JOIN_S) for t in threads))
+    # The sender finishes or cuts its send (smtp.STOP_GRACE_S) while the threads wind down.
+    done = await asyncio.gather(
+        sender,
+        *(asyncio.to_thread(t.join, SHUTDOWN_JOIN_S) for t in threads),
+        return_exceptions=True,
+    )
+    if isinstance(done[0], BaseException):
+        log.error("outbox sender crashed", extra={"error": repr(done[0])})
     alive = [t.name for t in threads if t.is_alive()]
     if alive:
         log.warning("threads still busy at exit", extra={"threads": ",".join(alive)})

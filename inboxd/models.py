@@ -171,6 +171,13 @@ class Ticket(SQLModel, table=True):
     paused_at: datetime | None = _at()
     sla_check_at: datetime | None = _at()
     sla_fired: list[str] = _json([])  # thresholds already fired, e.g. "first_response:warning:0"
+    # When each clock's warning is due (warn_at of its target used), and the clock cycles:
+    # next_response restarts at each customer follow-up, resolution at each reopen.
+    first_response_warn_at: datetime | None = _at()
+    next_response_warn_at: datetime | None = _at()
+    resolution_warn_at: datetime | None = _at()
+    next_response_cycle: int = Field(default=0)
+    resolution_cycle: int = Field(default=0)
     merged_into: int | None = Field(
         default=None, sa_column=Column(Integer, ForeignKey("ticket.id"), nullable=True)
     )
@@ -210,6 +217,8 @@ class TicketEvent(SQLModel, table=True):
     """The audit trail: everything that happened to a ticket, and who or what did it."""
 
     __tablename__ = "ticket_event"
+    # Counting events of one kind (SLA breaches for metrics and reports) reads only the index.
+    __table_args__ = (Index("ix_ticket_event_kind", "kind", "at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(

@@ -20,12 +20,23 @@ TARGET = ROOT / "migrations" / "versions" / "0001_initial_schema.py"
 
 
 def main() -> None:
-    TARGET.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(ROOT / "migrations"))
-        cfg.set_main_option("sqlalchemy.url", f"sqlite:///{tmp}/empty.db")
-        command.revision(cfg, message="initial schema", autogenerate=True, rev_id="0001")
+    # Later hand-written revisions (0002_fulltext: raw DDL autogenerate cannot see) revise
+    # 0001: park them while 0001 is rebuilt, or Alembic cannot load the chain.
+    later = [p for p in TARGET.parent.glob("0*.py") if p != TARGET]
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory(dir=TARGET.parent.parent) as parked,  # same filesystem
+    ):
+        moved = [p.rename(Path(parked) / p.name) for p in later]
+        try:
+            TARGET.unlink(missing_ok=True)
+            cfg = Config()
+            cfg.set_main_option("script_location", str(ROOT / "migrations"))
+            cfg.set_main_option("sqlalchemy.url", f"sqlite:///{tmp}/empty.db")
+            command.revision(cfg, message="initial schema", autogenerate=True, rev_id="0001")
+        finally:
+            for p in moved:
+                p.rename(TARGET.parent / p.name)
     text = TARGET.read_text().replace("Revises: \n", "Revises:\n")
     TARGET.write_text(text)
     ruff = [sys.executable, "-m", "ruff"]

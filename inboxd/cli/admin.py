@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from inboxd.cli import dbops
 from inboxd.cli.common import STATE, emit_json
 from inboxd.errors import ConfigError, InboxdError, TempFail
 
@@ -22,6 +23,7 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("demo")(demo)
     app.add_typer(db_app, name="db")
+    dbops.register(db_app)
 
 
 def check() -> None:

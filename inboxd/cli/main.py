@@ -8,7 +8,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from inboxd.cli import admin, messages, tickets
+import inboxd.cli.search  # noqa: F401 - registers `ticket search` on the ticket group
+from inboxd.cli import admin, customer, messages, outbox, report, rules, tickets
 from inboxd.cli.common import STATE, fail
 from inboxd.errors import InboxdError
 
@@ -30,13 +31,28 @@ def _global(
             "--config", "-c", help="Config file (default: $INBOXD_CONFIG or ./inboxd.toml)."
         ),
     ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            envvar="INBOXD_AGENT",
+            help="The agent acting (an address of a team member or lead; $INBOXD_AGENT).",
+            show_envvar=False,
+        ),
+    ] = None,
 ) -> None:
-    STATE.reset(config)
+    STATE.reset(config, agent)
 
 
 admin.register(app)
 app.add_typer(tickets.app, name="ticket", help="Read and work tickets.")
 app.add_typer(messages.app, name="message", help="Stored messages, whatever their ticket.")
+app.add_typer(rules.app, name="rules", help="Check rules, test them on a mail, replay them.")
+app.add_typer(outbox.app, name="outbox", help="Outgoing mail: its delivery state, retries.")
+app.command("report")(report.report)
+app.add_typer(
+    customer.app, name="customer", help="A customer's data: export it, or erase it (GDPR)."
+)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -3,15 +3,19 @@
 Round-robin keeps its position in the `team` row and reads it under a row lock
 (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serialises
 writers), so the rotation stays fair across restarts and across several daemons.
+On PostgreSQL the turn is taken in a short transaction of its own (see
+`_next_in_rotation`). Least-loaded takes no lock: two writers at the same instant may
+pick the same agent, and the next pick, counting again, evens it out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func
+from sqlalchemy import Connection, bindparam, func
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Session, col, select
 
 from inboxd.db import insert_ignore
@@ -34,18 +38,38 @@ def choose(session: Session, team: TeamSpec, *, strategy: str | None = None) -> 
     that agent directly.
     """
     how = strategy or team.strategy
+    if how not in STRATEGIES:
+        return how.lower()  # an agent address, checked by the rules validator
     if how == "none" or not team.members:
         return None
     if how == "round-robin":
         return _next_in_rotation(session, team)
     if how == "least-loaded":
         return _least_loaded(session, team)
-    return how.lower()  # an agent address, checked by the rules validator
+    raise AssertionError(f"unhandled strategy {how!r}")
 
 
 def _next_in_rotation(session: Session, team: TeamSpec) -> str:
+    """The member after the last one, and remember it.
+
+    PostgreSQL: in a transaction of its own, committed at once. Held until the caller
+    commits (a batch of 50 mails), the row lock would let two batches that take turns
+    in two teams in opposite order deadlock, and one of their mails be quarantined; and
+    it would serialise all of a team's batches. The price: a turn taken by a transaction
+    that then rolls back is lost, so one agent misses one ticket. SQLite: in the caller's
+    transaction; there is only one writer (`BEGIN IMMEDIATE`), so nothing to deadlock
+    with, and a second connection could not write anyway.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        with bind.engine.begin() as conn:
+            conn.execute(_PG_ADD_TEAM, {"name": team.name, "active": True, "rr_last": None})
+            return _take_turn(conn, team)
     insert_ignore(session, Team, [{"name": team.name, "active": True, "rr_last": None}])
-    conn = session.connection()
+    return _take_turn(session.connection(), team)
+
+
+def _take_turn(conn: Connection, team: TeamSpec) -> str:
     last = conn.execute(_RR_LAST, {"team": team.name}).scalar()
     members = list(team.members)
     nxt = members[(members.index(last) + 1) % len(members)] if last in members else members[0]
@@ -61,6 +85,7 @@ _RR_SET = (
     .where(_T.name == bindparam("team"))
     .values(rr_last=bindparam("agent"))
 )
+_PG_ADD_TEAM = pg_insert(Team.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
 
 
 def _least_loaded(session: Session, team: TeamSpec) -> str:

@@ -34,7 +34,7 @@ from inboxd.models import (
     Ticket,
     TicketTag,
 )
-from inboxd.tickets import assignment, events, merge, threading
+from inboxd.tickets import ack, assignment, events, merge, sla, threading
 from inboxd.tickets.classify import Classification, classify
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class IntakeConfig:
     rules: RuleSet | None = None
     max_message_bytes: int = DEFAULT_MAX_BYTES
     clock: Clock = utcnow
+    settings: Settings | None = None  # None: no SLA clocks, no acknowledgements
 
     @classmethod
     def from_settings(
@@ -84,6 +85,7 @@ class IntakeConfig:
             rules=rules,
             max_message_bytes=settings.inboxd.max_message_size,
             clock=clock,
+            settings=settings,
         )
 
 
@@ -159,7 +161,7 @@ def receive(
         )
         if pk is not None:
             _store_raw_and_delivery(session, pk, data, delivery)
-            log.warning("quarantined", extra={"mailbox": mailbox, "message": pk, "reason": problem})
+            log.warning("quarantined", extra={"mailbox": mailbox, "message_pk": pk, "reason": problem})
             return Received(pk, message_id, "quarantined", reason=problem[:500])
     existing = find_existing(session, message_id=message_id, digest=digest)
     assert existing is not None, "a conflicting insert left no row behind"
@@ -384,6 +386,18 @@ def process(
         subject_ref=match.subject_ref,
     )
     pk = store(ticket.id)
+    if cfg.settings is not None:  # after the mail is stored: the conversation shows it first
+        ack.acknowledge(
+            session,
+            settings=cfg.settings,
+            ticket=ticket,
+            mail=mail,
+            kind=verdict.kind,
+            secret=cfg.secret,
+            now=now,
+            agents=cfg.agents,
+            imported=delivery.source == "import",
+        )
     return Received(pk, mail.message_id, "new-ticket", ticket.id, verdict.kind)
 
 
@@ -445,6 +459,7 @@ def _join(
     if from_customer:
         ticket.last_customer_at = now
         _add_participants(session, cfg, ticket.id, mail, customer=None)
+    old_status = ticket.status
     if ticket.status == "resolved" and from_customer:
         ticket.status = "open"
         ticket.resolved_at = None
@@ -470,6 +485,18 @@ def _join(
             new="open",
             reason="customer replied",
         )
+    if cfg.settings is not None and from_customer:  # SLA: resume, restart, next response
+        if ticket.status != old_status:
+            sla.on_status_change(
+                session,
+                ticket=ticket,
+                settings=cfg.settings,
+                old=old_status,
+                new=ticket.status,
+                now=now,
+            )
+        if verdict.kind == "human":
+            sla.on_customer_reply(session, ticket=ticket, settings=cfg.settings, now=now)
 
 
 def _open_ticket(
@@ -540,6 +567,8 @@ def _open_ticket(
         )
     ticket = session.get(Ticket, ticket_id)
     assert ticket is not None
+    if cfg.settings is not None:
+        sla.start_clocks(session, ticket=ticket, settings=cfg.settings)
     return ticket
 
 
@@ -550,7 +579,7 @@ _INSERT_TICKET = sa_insert(Ticket.__table__).returning(Ticket.__table__.c.id)  #
 def _defaults_of(model: type[SQLModel]) -> tuple[tuple[str, Any, Any], ...]:
     out = []
     for column in model.__table__.columns:  # type: ignore[attr-defined]
-        if column.primary_key:
+        if column.primary_key or column.computed is not None:  # the database fills these
             continue
         info = model.model_fields.get(column.name)
         if info is None:

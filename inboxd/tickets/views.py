@@ -14,7 +14,8 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from inboxd.errors import NotFound
-from inboxd.models import Delivery, Message, Ticket, TicketEvent, TicketTag
+from inboxd.models import Delivery, Message, Participant, Ticket, TicketEvent, TicketTag
+from inboxd.tickets import sla
 
 TicketDoc = dict[str, Any]
 
@@ -25,30 +26,12 @@ def iso(at: datetime | None) -> str | None:
 
 def sla_state(ticket: Ticket, now: datetime) -> str | None:
     """ok | warning | breached | paused | met, or None when no SLA policy applies."""
-    if ticket.sla_policy is None and ticket.first_response_due is None:
-        return None
-    if ticket.status == "pending":
-        return "paused"
-    if any(f.endswith(":breach") for f in ticket.sla_fired):
-        return "breached"
-    if ticket.status in ("resolved", "closed", "merged"):
-        return "met"
-    due = active_due(ticket)
-    if due is None:
-        return "met"
-    if now >= due:
-        return "breached"
-    if any(f.endswith(":warning") for f in ticket.sla_fired):
-        return "warning"
-    return "ok"
+    return sla.sla_state(ticket, now)
 
 
 def active_due(ticket: Ticket) -> datetime | None:
     """The deadline the ticket is racing now: first response, next response, resolution."""
-    if ticket.first_response_at is None and ticket.first_response_due is not None:
-        return ticket.first_response_due
-    candidates = [d for d in (ticket.next_response_due, ticket.resolution_due) if d is not None]
-    return min(candidates) if candidates else None
+    return sla.active_due(ticket)
 
 
 def _mailboxes_by_ticket(session: Session, ticket_ids: Sequence[int]) -> dict[int, list[str]]:
@@ -119,6 +102,7 @@ def _ticket_doc(t: Ticket, mailboxes: list[str], tags: list[str], now: datetime)
         "resolved_at": iso(t.resolved_at),
         "closed_at": iso(t.closed_at),
         "csat": t.csat,
+        "sla_due": iso(active_due(t)),  # the nearest due still racing: the queue's order
     }
 
 
@@ -176,7 +160,7 @@ def _message_doc(m: Message, mailboxes: list[str]) -> dict[str, Any]:
         "author": m.author,
         "bounce": m.bounce,
         "text": m.text,
-        "attachments": list(m.attachments),
+        "attachments": [dict(a) for a in m.attachments],
     }
 
 
@@ -190,6 +174,19 @@ def ticket_detail(session: Session, ticket_id: int, *, now: datetime) -> TicketD
         .order_by(col(Message.received_at), col(Message.id))
     ).all()
     doc["messages"] = message_docs(session, messages)
+    number = 0
+    for m in doc["messages"]:  # one numbering over the thread: `ticket attachment ID N`
+        for a in m["attachments"]:
+            number += 1
+            a["number"] = number
+    doc["participants"] = [
+        {"address": p.address, "name": p.name, "role": p.role}
+        for p in session.exec(
+            select(Participant)
+            .where(Participant.ticket_id == ticket_id)
+            .order_by(col(Participant.id))
+        ).all()
+    ]
     events = session.exec(
         select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(col(TicketEvent.id))
     ).all()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 09:38:25.347004
+Create Date: 2026-11-23 10:03:44.101134
 """
 
 from collections.abc import Sequence
@@ -93,6 +93,11 @@ def upgrade() -> None:
         sa.Column("paused_at", inboxd.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("sla_check_at", inboxd.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("sla_fired", sa.JSON(), nullable=False),
+        sa.Column("first_response_warn_at", inboxd.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_response_warn_at", inboxd.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("resolution_warn_at", inboxd.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_response_cycle", sa.Integer(), nullable=False),
+        sa.Column("resolution_cycle", sa.Integer(), nullable=False),
         sa.Column("merged_into", sa.Integer(), nullable=True),
         sa.Column("previous_ticket", sa.Integer(), nullable=True),
         sa.Column("subject_ref", sa.Integer(), nullable=True),
@@ -242,6 +247,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("ticket_event", schema=None) as batch_op:
+        batch_op.create_index("ix_ticket_event_kind", ["kind", "at"], unique=False)
         batch_op.create_index(batch_op.f("ix_ticket_event_ticket_id"), ["ticket_id"], unique=False)
 
     op.create_table(
@@ -299,6 +305,7 @@ def downgrade() -> None:
     op.drop_table("ticket_tag")
     with op.batch_alter_table("ticket_event", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ticket_event_ticket_id"))
+        batch_op.drop_index("ix_ticket_event_kind")
 
     op.drop_table("ticket_event")
     with op.batch_alter_table("thread_ref", schema=None) as batch_op:

@@ -1,0 +1,258 @@
+"""Acknowledgements: one templated mail per new ticket from a person, never to a machine.
+
+What the customer gets: the ticket reference, the team, and the expected first response
+from the SLA, as a duration ("within 4 business hours") and as a time in their own UTC
+offset, read from their Date header ("by Tuesday 10:00 (UTC+01:00)"). Without an SLA the
+mail promises nothing. The mail comes from the mailbox's address, carries a signed reply
+token in Reply-To, threads under the customer's mail and says it is automatic (RFC 3834
+`Auto-Submitted: auto-replied`, Exchange's `X-Auto-Response-Suppress`, our loop header).
+
+Who never gets one: anything classify did not call `human` (auto-replies, bounces, bulk,
+spam, our own mail), replies to existing tickets (intake only calls this for a new
+ticket), imported backlog, our own addresses and agents, and a sender who already got
+`ack.rate_limit` acks within `ack.rate_window` (two autoresponders cannot loop through
+us). Every decision is a ticket event: `ack-sent`, or `ack-suppressed` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from inboxd.mail import compose
+from inboxd.models import Outbox, Ticket
+from inboxd.tickets import events, outbox, sla, templates
+from inboxd.tickets.tokens import make_token, reply_address
+
+if TYPE_CHECKING:
+    from inboxd.config import Mailbox, Settings
+    from inboxd.mail.parse import ParsedMail
+
+log = logging.getLogger("inboxd.ack")
+
+
+def acknowledge(
+    session: Session,
+    *,
+    settings: Settings,
+    ticket: Ticket,
+    mail: ParsedMail,
+    kind: str,
+    secret: bytes,
+    now: datetime,
+    agents: frozenset[str] = frozenset(),
+    imported: bool = False,
+) -> Outbox | None:
+    """Queue the acknowledgement of the new `ticket` opened by `mail`, or record why not.
+
+    `kind` is the classification of `mail`; call after the SLA clocks started (the
+    promise comes from them). Returns the outbox row, or None when suppressed. Never
+    commits, and never raises for a bad template or address: the customer's mail is
+    processed either way, and the event says what went wrong.
+    """
+    assert ticket.id is not None
+    mailbox = sla.mailbox_of(settings, ticket)
+    reason = _reason_to_skip(
+        session,
+        settings=settings,
+        ticket=ticket,
+        kind=kind,
+        agents=agents,
+        imported=imported,
+        mailbox=mailbox,
+        now=now,
+    )
+    message: EmailMessage | None = None
+    if reason is None and mailbox is not None:
+        try:
+            message = _build(settings, ticket, mail, mailbox, secret=secret, now=now)
+        except templates.TemplateProblem as exc:
+            log.error("acknowledgement template failed", extra={"error": str(exc)})
+            reason = f"template error: {exc}"
+        except ValueError as exc:  # an address compose refuses
+            reason = f"cannot build the mail: {exc}"
+    if message is None or mailbox is None:
+        events.record(
+            session,
+            ticket_id=ticket.id,
+            at=now,
+            actor=events.SYSTEM,
+            kind="ack-suppressed",
+            reason=reason or "no mailbox",
+        )
+        return None
+    row = outbox.enqueue(
+        session,
+        kind="ack",
+        message=message,
+        smtp=mailbox.smtp,
+        now=now,
+        mailbox=mailbox.name,
+        ticket=ticket,
+    )
+    events.record(
+        session,
+        ticket_id=ticket.id,
+        at=now,
+        actor=events.SYSTEM,
+        kind="ack-sent",
+        to=row.rcpt_key,
+        message_id=row.message_id,
+    )
+    return row
+
+
+def _reason_to_skip(
+    session: Session,
+    *,
+    settings: Settings,
+    ticket: Ticket,
+    kind: str,
+    agents: frozenset[str],
+    imported: bool,
+    mailbox: Mailbox | None,
+    now: datetime,
+) -> str | None:
+    """Why this ticket gets no acknowledgement, or None when it gets one."""
+    if not settings.ack.enabled:
+        return "acknowledgements are off ([ack] enabled = false)"
+    if imported:
+        return "imported mail is never acknowledged"
+    if kind != "human":
+        return f"{kind} mail is never acknowledged"
+    address = (ticket.customer_addr or "").strip().lower()
+    if not address:
+        return "the mail has no sender address"
+    local, _, domain = address.rpartition("@")
+    if f"{local.partition('+')[0]}@{domain}" in settings.own_addresses():
+        return "the sender is one of our own addresses"
+    if address in agents or address in settings.agents():
+        return "the sender is an agent"
+    if mailbox is None:
+        return f"mailbox {ticket.mailbox!r} is not in the configuration"
+    window = settings.ack.rate_window
+    sent = session.exec(
+        select(func.count(col(Outbox.id))).where(
+            col(Outbox.kind) == "ack",
+            col(Outbox.rcpt_key) == address,
+            col(Outbox.created_at) > now - window,
+        )
+    ).one()
+    if sent >= settings.ack.rate_limit:
+        return (
+            f"rate limit: {sent} acknowledgements to this sender within "
+            f"{sla.duration_words(window, business=False)}"
+        )
+    return None
+
+
+def _build(
+    settings: Settings,
+    ticket: Ticket,
+    mail: ParsedMail,
+    mailbox: Mailbox,
+    *,
+    secret: bytes,
+    now: datetime,
+) -> EmailMessage:
+    assert ticket.id is not None and ticket.customer_addr is not None
+    context = _context(settings, ticket, mail, mailbox, now=now)
+    name = mailbox.ack_template or settings.ack.template
+    body = templates.render(name, context, folder=settings.inboxd.templates)
+    subject = settings.ack.subject.format(id=ticket.id, subject=templates.plain(ticket.subject))
+    return compose.build(
+        compose.Outgoing(
+            sender=mailbox.address,
+            sender_name=display_name(mailbox),
+            to=[ticket.customer_addr],
+            subject=subject,
+            text=body,
+            at=now,
+            reply_to=reply_address(mailbox.address, make_token(secret, ticket.id)),
+            in_reply_to=mail.message_id,
+            references=list(mail.references),
+            auto_submitted="auto-replied",
+        )
+    )
+
+
+def display_name(mailbox: Mailbox) -> str:
+    """The name our mail comes from: the mailbox's name, as words ("billing-eu" -> "Billing Eu")."""
+    return mailbox.name.replace("-", " ").replace("_", " ").title()
+
+
+def customer_zone(mail: ParsedMail, settings: Settings) -> tzinfo:
+    """The customer's own UTC offset from their Date header; else inboxd's time zone."""
+    offset = mail.date.utcoffset() if mail.date is not None else None
+    if offset is None:
+        return settings.inboxd.zone
+    return timezone(offset)
+
+
+def _context(
+    settings: Settings, ticket: Ticket, mail: ParsedMail, mailbox: Mailbox, *, now: datetime
+) -> dict[str, Any]:
+    assert ticket.id is not None
+    promise = sla.promise(settings, ticket)
+    expected: dict[str, Any] | None = None
+    if promise is not None:
+        tz = customer_zone(mail, settings)
+        expected = {
+            "policy": promise.policy,
+            "within": sla.duration_words(promise.within, business=promise.business),
+            "by": sla.time_words(promise.due, tz, now=now),
+            "due": promise.due.astimezone(tz),
+        }
+    return {
+        "ticket": {
+            "id": ticket.id,
+            "reference": settings.inboxd.tag(ticket.id),
+            "subject": templates.plain(ticket.subject),
+            "priority": ticket.priority,
+        },
+        "customer": {
+            "name": templates.plain(ticket.customer_name, limit=100),
+            "address": templates.plain(ticket.customer_addr),
+        },
+        "team": ticket.team,
+        "mailbox": {
+            "name": mailbox.name,
+            "address": mailbox.address,
+            "display_name": display_name(mailbox),
+        },
+        "sla": expected,
+    }
+
+
+def sample_context(*, with_sla: bool) -> dict[str, Any]:
+    """Values of the acknowledgement template's variables, for `templates.check`."""
+    due = datetime(2026, 1, 6, 9, tzinfo=UTC)
+    plus_one = timezone(timedelta(hours=1))
+    return {
+        "ticket": {
+            "id": 1234,
+            "reference": "[#1234]",
+            "subject": "Printer on fire",
+            "priority": "normal",
+        },
+        "customer": {"name": "Carla Customer", "address": "customer@example.org"},
+        "team": "frontline",
+        "mailbox": {
+            "name": "support",
+            "address": "support@example.com",
+            "display_name": "Support",
+        },
+        "sla": {
+            "policy": "standard",
+            "within": "4 business hours",
+            "by": "Tuesday 10:00 (UTC+01:00)",
+            "due": due.astimezone(plus_one),
+        }
+        if with_sla
+        else None,
+    }

@@ -1,0 +1,362 @@
+"""Full-text search, on SQLite (FTS5) and PostgreSQL (GIN), over tickets made by intake."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from servers import Database
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from support import Box, cli, cli_json, make_mail, write_config
+
+from inboxd.db import insert_ignore, session_scope
+from inboxd.errors import ConfigError
+from inboxd.mail import compose
+from inboxd.models import Message, Ticket, TicketTag
+from inboxd.tickets import intake, merge, outbox
+from inboxd.tickets.search import (
+    MAX_TERMS,
+    Filters,
+    fts5_expression,
+    parse_query,
+    search,
+    snippet,
+)
+
+OWN = frozenset({"support@example.com", "billing@example.com"})
+CFG = intake.IntakeConfig(
+    secret=b"x",
+    own_addresses=OWN,
+    default_teams={"support": "frontline", "billing": "billing"},
+)
+ANY = Filters(statuses=None)
+
+
+def receive(engine: Engine, mailbox: str = "support", **mail: str) -> intake.Received:
+    with session_scope(engine) as s:
+        return intake.receive(s, CFG, mailbox=mailbox, data=make_mail(**mail))
+
+
+def ids(engine: Engine, query: str, filters: Filters | None = None, limit: int = 20) -> list[int]:
+    with Session(engine) as s:
+        return [d["id"] for d in search(s, query, filters, limit)]
+
+
+def docs(engine: Engine, query: str, filters: Filters | None = None) -> list[dict[str, object]]:
+    with Session(engine) as s:
+        return search(s, query, filters)
+
+
+def update_ticket(engine: Engine, ticket_id: int, **values: object) -> None:
+    with session_scope(engine) as s:
+        ticket = s.get(Ticket, ticket_id)
+        assert ticket is not None
+        for k, v in values.items():
+            setattr(ticket, k, v)
+
+
+@pytest.fixture
+def tickets(engine: Engine) -> dict[str, int]:
+    """Four tickets: a refund, a login outage (with a follow-up), an invoice, a password."""
+    refund = receive(
+        engine,
+        subject="Refund for order 1234",
+        sender="Alice Example <alice@client.example>",
+        body="I was charged twice for order 1234. Please refund the second charge.",
+    )
+    login = receive(
+        engine,
+        subject="Login broken",
+        sender="bob@other.example",
+        body="The login page says error 500 since this morning. The refund page works.",
+        message_id="<login-1@other.example>",
+    )
+    follow_up = receive(
+        engine,
+        subject="Re: Login broken",
+        sender="bob@other.example",
+        body="Still broken: error 500 persists near the login button.\n\n> old quoted text",
+        in_reply_to="<login-1@other.example>",
+    )
+    assert follow_up.outcome == "joined" and follow_up.ticket_id == login.ticket_id
+    invoice = receive(
+        engine,
+        mailbox="billing",
+        subject="Invoice question",
+        sender="carol@client.example",
+        to="billing@example.com",
+        body="Where is my invoice for March? Our accountant (Jürgen) needs it.",
+    )
+    password = receive(
+        engine,
+        subject="Password reset",
+        sender="dave@else.example",
+        body="I forgot my password and the reset mail never arrives.",
+    )
+    out = {
+        "refund": refund.ticket_id,
+        "login": login.ticket_id,
+        "invoice": invoice.ticket_id,
+        "password": password.ticket_id,
+    }
+    assert all(isinstance(v, int) for v in out.values())
+    return out  # type: ignore[return-value]
+
+
+def test_words_rank_subject_above_body_with_snippets(
+    engine: Engine, tickets: dict[str, int]
+) -> None:
+    found = docs(engine, "refund")
+    assert [d["id"] for d in found] == [tickets["refund"], tickets["login"]]
+    first, second = found
+    assert first["subject"] == "Refund for order 1234" and first["status"] == "open"
+    assert first["snippet"] == (
+        "I was charged twice for order 1234. Please «refund» the second charge."
+    )
+    assert "The «refund» page works." in str(second["snippet"])
+    assert isinstance(first["matched_message"], int)
+    # Every word must match, in any order and case.
+    assert ids(engine, "ORDER refund 1234") == [tickets["refund"]]
+    assert ids(engine, "refund march") == []
+
+
+def test_phrase_or_and_exclusion(engine: Engine, tickets: dict[str, int]) -> None:
+    assert ids(engine, '"error 500"') == [tickets["login"]]
+    assert ids(engine, '"500 error"') == []
+    assert ids(engine, "refund -login") == [tickets["refund"]]
+    assert ids(engine, 'refund -"page works"') == [tickets["refund"]]
+    assert sorted(ids(engine, "invoice or password")) == sorted(
+        [tickets["invoice"], tickets["password"]]
+    )
+    # A follow-up counts: its words find the ticket, its snippet is the one shown.
+    [hit] = docs(engine, "persists")
+    assert hit["id"] == tickets["login"]
+    assert hit["snippet"] == (
+        "Still broken: error 500 «persists» near the login button. > old quoted text"
+    )
+
+
+def test_addresses_names_and_non_ascii(engine: Engine, tickets: dict[str, int]) -> None:
+    assert ids(engine, "alice@client.example") == [tickets["refund"]]
+    assert sorted(ids(engine, "client.example")) == sorted([tickets["refund"], tickets["invoice"]])
+    assert ids(engine, "billing@example.com") == [tickets["invoice"]]
+    [by_name] = docs(engine, "alice example")
+    assert by_name["id"] == tickets["refund"]
+    assert str(by_name["snippet"]).startswith("«Alice» «Example» «alice»@client.«example»")
+    assert ids(engine, "jürgen") == [tickets["invoice"]]
+    assert ids(engine, "JÜRGEN") == [tickets["invoice"]]
+
+
+HOSTILE = [
+    " ".join(f'"w{i} x{i}"' for i in range(MAX_TERMS)),
+    '"unbalanced',
+    'a" OR "b',
+    "(refund",
+    "refund)",
+    "NEAR(refund login)",
+    "refund NEAR login",
+    "refund*",
+    "*",
+    "-",
+    "--",
+    "-refund",
+    '"',
+    '""',
+    "AND OR NOT",
+    "OR",
+    "subject:refund",
+    "^refund",
+    "'; DROP TABLE ticket; --",
+    "\\",
+    "%_",
+    "🙂",
+    "   ",
+    "",
+    "{refund}",
+    "refund:*",
+    "!!refund",
+    "refund & login | x",
+    "<->",
+    "refund or",
+    "or refund",
+    "refund -",
+    "\x00refund",
+    "a" * 5000,
+]
+
+
+def test_hostile_query_text_never_errors(engine: Engine, tickets: dict[str, int]) -> None:
+    for text in HOSTILE:
+        for filters in (None, ANY, Filters(team="frontline", tag="vip", assignee="none")):
+            result = docs(engine, text, filters)
+            assert all(d["id"] in tickets.values() for d in result), text
+
+
+def test_overlong_query_is_refused(engine: Engine, tickets: dict[str, int]) -> None:
+    with pytest.raises(ConfigError, match=r"the query has 65 terms \(at most 64"):
+        docs(engine, "refund " * (MAX_TERMS + 1))
+    with pytest.raises(ConfigError, match="512 words"):
+        docs(engine, '"' + "refund " * 600 + '"')
+
+
+def test_hostile_queries_mean_their_words(engine: Engine, tickets: dict[str, int]) -> None:
+    refund = tickets["refund"]
+    for text in ("(refund", "refund)", "refund*", "{refund}", "!!refund", "^refund", "refund:*"):
+        assert ids(engine, text, Filters(team="frontline"))[0] == refund, text
+    for text in ("*", "-", '""', "🙂", "", "-refund", "AND OR NOT" + " -and -or -not"):
+        assert ids(engine, text) == [], text
+    # Operators are words: NEAR, AND, OR NOT mean nothing special.
+    assert ids(engine, "near login") == [tickets["login"]]  # "near the login button"
+    assert ids(engine, "subject:refund") == []  # no column filters
+
+
+def test_filters(engine: Engine, tickets: dict[str, int]) -> None:
+    both = "refund or invoice or password or login"
+    assert sorted(ids(engine, both)) == sorted(tickets.values())
+    assert ids(engine, both, Filters(team="billing")) == [tickets["invoice"]]
+    assert ids(engine, both, Filters(mailbox="billing")) == [tickets["invoice"]]
+
+    update_ticket(engine, tickets["login"], assignee="ann@example.com", priority="urgent")
+    assert ids(engine, both, Filters(assignee="ann@example.com")) == [tickets["login"]]
+    assert ids(engine, both, Filters(assignee="ANN@example.com")) == [tickets["login"]]
+    assert tickets["login"] not in ids(engine, both, Filters(assignee="none"))
+    assert ids(engine, both, Filters(priority="urgent")) == [tickets["login"]]
+
+    with session_scope(engine) as s:
+        insert_ignore(s, TicketTag, [{"ticket_id": tickets["password"], "tag": "vip"}])
+    assert ids(engine, both, Filters(tag="vip")) == [tickets["password"]]
+
+    # Resolved tickets leave the default (open, pending) search; --all brings them back.
+    update_ticket(engine, tickets["refund"], status="resolved")
+    assert ids(engine, "refund") == [tickets["login"]]
+    assert ids(engine, "refund", ANY) == [tickets["refund"], tickets["login"]]
+    assert ids(engine, "refund", Filters(statuses=("resolved",))) == [tickets["refund"]]
+    assert len(ids(engine, both, limit=2)) == 2
+
+
+def test_same_mail_in_two_mailboxes_matches_either(engine: Engine, tickets: dict[str, int]) -> None:
+    data = make_mail(subject="Double delivery", body="Quarterly statement attached")
+    with session_scope(engine) as s:
+        first = intake.receive(s, CFG, mailbox="support", data=data)
+        again = intake.receive(s, CFG, mailbox="billing", data=data)
+    assert again.outcome == "duplicate"
+    assert ids(engine, "quarterly statement", Filters(mailbox="billing")) == [first.ticket_id]
+    assert ids(engine, "quarterly statement", Filters(mailbox="support")) == [first.ticket_id]
+
+
+def test_index_follows_edits_and_merges(engine: Engine, tickets: dict[str, int]) -> None:
+    with session_scope(engine) as s:
+        msg = s.exec(select(Message).where(Message.ticket_id == tickets["password"])).one()
+        msg.text = "Rewritten after a reparse: the magic link expired."
+        msg.to_addrs = [{"addr": "helpdesk@example.com", "name": "Help Desk"}]
+    assert ids(engine, "forgot password") == []
+    assert ids(engine, "magic link") == [tickets["password"]]
+    assert ids(engine, "helpdesk@example.com") == [tickets["password"]]
+    assert ids(engine, "support@example.com") != [tickets["password"]]
+
+    with session_scope(engine) as s:
+        source, into = s.get(Ticket, tickets["login"]), s.get(Ticket, tickets["refund"])
+        assert source is not None and into is not None
+        merge.merge(s, source=source, into=into, actor="ann@example.com", at=into.created_at,
+                    reason="same customer")  # fmt: skip
+    # The merged ticket's mail now finds the ticket it went into, never the merged one.
+    assert ids(engine, "error 500", ANY) == [tickets["refund"]]
+
+    with session_scope(engine) as s:
+        for m in s.exec(select(Message).where(Message.ticket_id == tickets["invoice"])).all():
+            s.delete(m)
+    assert ids(engine, "invoice", ANY) == []
+
+
+def test_agent_replies_are_found_automatic_mail_is_not(
+    engine: Engine, tickets: dict[str, int]
+) -> None:
+    with session_scope(engine) as s:
+        ticket = s.get(Ticket, tickets["password"])
+        assert ticket is not None
+        for kind, author, text in (
+            ("ack", None, "Thank you for your message: we received it."),
+            ("reply", "ann@example.com", "Please look in your spam folder."),
+        ):
+            mail = compose.build(
+                compose.Outgoing(
+                    sender="support@example.com",
+                    sender_name="Support",
+                    to=["dave@else.example"],
+                    subject="Re: Password reset",
+                    text=text,
+                    at=ticket.created_at,
+                )
+            )
+            outbox.enqueue(
+                s,
+                kind=kind,
+                message=mail,
+                smtp="default",
+                now=ticket.created_at,
+                mailbox="support",
+                ticket=ticket,
+                author=author,
+            )
+    assert ids(engine, "received") == []  # every ticket's ack says it
+    [hit] = docs(engine, "spam folder")
+    assert hit["id"] == tickets["password"]
+    assert hit["snippet"] == "Please look in your «spam» «folder»."
+
+
+def test_query_parsing_quotes_every_term() -> None:
+    rendered = fts5_expression(parse_query('refund "error 500" -spam x or NEAR('))
+    assert rendered == '("refund" AND "error 500" AND ("x" OR "near")) NOT "spam"'
+    assert parse_query('* - "" ()').empty
+    assert fts5_expression(parse_query('"a""b"')) == '"a" AND "b"'
+
+
+def test_snippet_marks_phrases_across_punctuation() -> None:
+    terms = parse_query("client.example").terms
+    text = "Reply to alice@client.example please; client example again."
+    assert snippet(text, terms) == "Reply to alice@«client.example» please; «client example» again."
+    long = "word " * 100 + "needle " + "tail " * 100
+    cut = snippet(long, parse_query("needle").terms)
+    assert cut is not None and cut.startswith("…") and cut.endswith("…")
+    assert "«needle»" in cut and len(cut) <= 170
+    assert snippet("no match here", parse_query("absent").terms) is None
+
+
+# -- the command line -----------------------------------------------------------------
+
+
+def test_cli_search(database: Database, tmp_path: Path, tickets: dict[str, int]) -> None:
+    config = write_config(
+        tmp_path / "conf",
+        database=database.url,
+        boxes=[
+            Box("support", "support@example.com"),
+            Box("billing", "billing@example.com", team="billing"),
+        ],
+    )
+    found = cli_json(config, "ticket", "search", "refund")
+    assert [d["id"] for d in found] == [tickets["refund"], tickets["login"]]
+    assert found[0]["snippet"].endswith("Please «refund» the second charge.")
+    assert {"id", "subject", "status", "team", "tags", "csat", "snippet"} <= set(found[0])
+
+    update_ticket(database.engine, tickets["refund"], status="closed")
+    assert [d["id"] for d in cli_json(config, "ticket", "search", "charged")] == []
+    closed = cli_json(config, "ticket", "search", "charged", "--all", "--team", "frontline")
+    assert [d["id"] for d in closed] == [tickets["refund"]]
+
+    proc = cli(config, "ticket", "search", "--json", "--", '-"(NEAR* refund) OR (', check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []  # only an exclusion: nothing, not everything
+
+    text = cli(config, "ticket", "search", "error 500").stdout.decode()
+    assert "Login broken" in text and "error 500" in text
+
+    bad = cli(config, "ticket", "search", "x", "--status", "opn", check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.decode().strip().splitlines() == [
+        "inboxd: error: unknown status 'opn' (statuses: open, pending, resolved, closed, merged)"
+    ]
+    bad = cli(config, "ticket", "search", "x", "--limit", "0", check=False)
+    assert bad.returncode == 2 and "limit 0 out of range" in bad.stderr.decode()
