@@ -17,6 +17,8 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import select
@@ -35,6 +37,7 @@ from inboxd.wiring import load_checked_rules
 log = logging.getLogger("inboxd.daemon")
 
 HEARTBEAT_S = 10.0
+PURGE_EVERY_S = 3600.0
 SHUTDOWN_JOIN_S = 4.0
 
 
@@ -110,11 +113,61 @@ def run_once(settings: Settings) -> dict[str, int | None]:
         results: dict[str, int | None] = {}
         for worker in runtime.workers(halt, lambda: None):
             results[worker.mb.name] = worker.run_once()
+        for name, job in scheduled_jobs(runtime):
+            _run_job(name, job)  # escalations it queues go out in the flush below
         sent = asyncio.run(_flush_outbox(runtime))
         log.info("outbox flushed", extra=sent)
         runtime.heartbeat(stopped=True)
     runtime.engine.dispose()
     return results
+
+
+def scheduled_jobs(runtime: Runtime) -> list[tuple[str, Callable[[], object]]]:
+    """The periodic work: SLA sweep (and escalations), retention purge."""
+    from inboxd.tickets import privacy, sla
+
+    settings, engine = runtime.settings, runtime.engine
+    return [
+        ("sla-sweep", lambda: sla.run_sweep(engine, settings, runtime.clock())),
+        ("retention-purge", lambda: privacy.run_purge(engine, settings, runtime.clock())),
+    ]
+
+
+def _run_job(name: str, job: Callable[[], object]) -> None:
+    """Run one job; a failure is logged and the schedule goes on."""
+    try:
+        job()
+    except Exception:
+        log.exception("scheduled job failed", extra={"job": name})
+
+
+def _start_scheduler(runtime: Runtime, nudge: Callable[[], None]) -> Any:
+    """apscheduler 3.x in the loop's thread pool; every process runs the idempotent jobs.
+
+    3.x cannot share a job store between processes: the sweep is exactly-once by its
+    advisory lock and fired markers, the purge by being idempotent.
+    """
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    scheduler = AsyncIOScheduler(
+        timezone=UTC,
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+    )
+    intervals = {
+        "sla-sweep": runtime.settings.inboxd.sweep_interval.total_seconds(),
+        "retention-purge": PURGE_EVERY_S,
+    }
+    for name, job in scheduled_jobs(runtime):
+
+        def run(name: str = name, job: Callable[[], object] = job) -> None:
+            _run_job(name, job)
+            nudge()  # escalation mail waits in the outbox: wake the sender
+
+        scheduler.add_job(
+            run, "interval", seconds=intervals[name], id=name, next_run_time=runtime.clock()
+        )
+    scheduler.start()
+    return scheduler
 
 
 async def _flush_outbox(runtime: Runtime) -> dict[str, int]:
@@ -162,6 +215,9 @@ async def _serve(runtime: Runtime) -> None:
     def nudge() -> None:  # called from mailbox threads after a commit
         loop.call_soon_threadsafe(wake.set)
 
+    from inboxd.metrics import start_metrics
+
+    metrics = start_metrics(runtime.settings, runtime.engine)
     await asyncio.to_thread(runtime.heartbeat)
     threads = [
         threading.Thread(target=w.run, name=f"imap:{w.mb.name}", daemon=True)
@@ -179,6 +235,7 @@ async def _serve(runtime: Runtime) -> None:
             clock=runtime.clock,
         )
     )
+    scheduler = _start_scheduler(runtime, nudge)
     log.info("started", extra={"daemon": runtime.daemon_id, "mailboxes": len(threads)})
 
     async def beat() -> None:
@@ -196,6 +253,9 @@ async def _serve(runtime: Runtime) -> None:
     await stop.wait()
     log.info("stopping")
     halt.set()
+    scheduler.shutdown(wait=False)
+    if metrics is not None:
+        metrics.close()
     await beat_task
     # The sender finishes or cuts its send (smtp.STOP_GRACE_S) while the threads wind down.
     done = await asyncio.gather(

@@ -25,6 +25,7 @@ from sqlmodel import Session, SQLModel, select
 from inboxd.clock import Clock, utcnow
 from inboxd.db import insert_ignore
 from inboxd.mail.parse import Address, ParsedMail, UnparsableMail, parse
+from inboxd.mail.text import reply_text
 from inboxd.models import (
     Delivery,
     Message,
@@ -34,7 +35,7 @@ from inboxd.models import (
     Ticket,
     TicketTag,
 )
-from inboxd.tickets import ack, assignment, events, merge, sla, threading
+from inboxd.tickets import ack, assignment, events, merge, notify, sla, survey, threading
 from inboxd.tickets.classify import Classification, classify
 
 if TYPE_CHECKING:
@@ -161,7 +162,9 @@ def receive(
         )
         if pk is not None:
             _store_raw_and_delivery(session, pk, data, delivery)
-            log.warning("quarantined", extra={"mailbox": mailbox, "message_pk": pk, "reason": problem})
+            log.warning(
+                "quarantined", extra={"mailbox": mailbox, "message_pk": pk, "reason": problem}
+            )
             return Received(pk, message_id, "quarantined", reason=problem[:500])
     existing = find_existing(session, message_id=message_id, digest=digest)
     assert existing is not None, "a conflicting insert left no row behind"
@@ -367,7 +370,11 @@ def process(
         ticket = threading.follow_merges(session, match.ticket_id)
         for other in match.linked:
             ticket = _join_conversations(session, cfg, ticket, other)
-        if ticket.status != "closed" or verdict.kind in NO_NEW_TICKET:
+        if (
+            ticket.status != "closed"
+            or verdict.kind in NO_NEW_TICKET
+            or (verdict.kind == "human" and _answers_survey(session, ticket, mail))
+        ):
             assert ticket.id is not None
             pk = store(ticket.id)
             _join(session, cfg, ticket, mail, verdict)
@@ -398,7 +405,15 @@ def process(
             agents=cfg.agents,
             imported=delivery.source == "import",
         )
+        notify.new_ticket(session, settings=cfg.settings, ticket=ticket, now=now)
     return Received(pk, mail.message_id, "new-ticket", ticket.id, verdict.kind)
+
+
+def _answers_survey(session: Session, ticket: Ticket, mail: ParsedMail) -> bool:
+    """A rating for this closed ticket's survey joins it; anything else opens a new one."""
+    return survey.outstanding(session, ticket) and (
+        survey.parse_answer(reply_text(mail.text or "")) is not None
+    )
 
 
 def _join_conversations(session: Session, cfg: IntakeConfig, parent: Ticket, linked: int) -> Ticket:
@@ -459,6 +474,15 @@ def _join(
     if from_customer:
         ticket.last_customer_at = now
         _add_participants(session, cfg, ticket.id, mail, customer=None)
+    if (
+        from_customer
+        and verdict.kind == "human"
+        and ticket.status in ("resolved", "closed")
+        and survey.record_answer(session, ticket=ticket, mail=mail, now=now)
+    ):
+        return  # an answer to the satisfaction survey: recorded, nothing reopens
+    if cfg.settings is not None and from_customer and verdict.kind == "human":
+        notify.customer_reply(session, settings=cfg.settings, ticket=ticket, message=mail, now=now)
     old_status = ticket.status
     if ticket.status == "resolved" and from_customer:
         ticket.status = "open"
