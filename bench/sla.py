@@ -1,13 +1,15 @@
 """SLA sweep benchmark: the cost of one sweep over a large open backlog, on SQLite.
 
-    python -m bench.sla [--tickets 100000] [--backlog 600] [--runs 3] [--seed 1]
+    python -m bench.sla [--tickets 100000] [--backlog 600] [--runs 3] [--seed 1] [--later 0]
 
 Generates N live tickets straight into a migrated SQLite database (Core INSERTs, no
 intake): created over the last 10 days, 80% on an office-hours policy (Europe/Oslo,
 4 h / 3 d) and 20% on a 24x7 one (1 h / 1 d), 10% of them pending. Thresholds that
 passed more than `--backlog` seconds ago count as fired by earlier sweeps; those inside
-the window are due, as after a daemon that was down for that long. Then it measures,
-each on a fresh copy of the database:
+the window are due, as after a daemon that was down for that long. "Now" is 13:00 in
+Oslo on a Wednesday: 09:00 + 4 h, when every ticket that came in overnight breaches its
+first response at once, the busiest sweep of the day (`--later 17` looks at 13:17, an
+ordinary one). Then it measures, each on a fresh copy of the database:
 
   (a) baseline: the bare indexed SELECT of the due ids (`sla_check_at <= now`, ordered):
       the least any sweep must do;
@@ -68,7 +70,9 @@ warn_at = 0.8
 on_warning = ["notify-team"]
 on_breach = ["notify-lead", "raise-priority"]
 """
-NOW = datetime(2026, 4, 15, 11, 0, tzinfo=UTC)  # a Wednesday morning in Oslo
+# Wednesday 13:00 in Oslo: 09:00 + 4 h, the first-response deadline of all mail that came
+# in overnight. The busiest minute of the sweep's day, on purpose.
+NOW = datetime(2026, 4, 15, 11, 0, tzinfo=UTC)
 
 
 def generate(settings: Settings, url: str, n: int, backlog: timedelta, seed: int) -> int:
@@ -121,7 +125,8 @@ def generate(settings: Settings, url: str, n: int, backlog: timedelta, seed: int
                 t.first_response_at = created + (t.first_response_due - created) * rng.random()
             if rng.random() < 0.1:  # waiting on the customer since some time after creation
                 t.status = "pending"
-                t.paused_at = created + (NOW - created) * rng.random()
+                # Within auto_resolve_pending: older ones were resolved by earlier sweeps.
+                t.paused_at = NOW - min(NOW - created, ar) * rng.random()
             horizon = min(fired_before, t.paused_at) if t.paused_at else fired_before
             t.sla_fired = [th.marker for th in sla.thresholds(t) if th.at <= horizon]
             t.sla_check_at = sla._next_check(t, ar)
@@ -185,7 +190,12 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=600, help="seconds of missed sweeps")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--later", type=int, default=0, help="minutes after the 13:00 burst (an ordinary sweep)"
+    )
     args = parser.parse_args()
+    global NOW
+    NOW += timedelta(minutes=args.later)
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "template.db"
         url = f"sqlite:///{template}"

@@ -20,6 +20,11 @@ query. A threshold fires once per clock cycle: its marker ``clock:level:cycle`` 
 ``sla_fired`` in the transaction that records its event and runs its escalations, and
 one sweep runs at a time (PostgreSQL: a transaction advisory lock; SQLite: ``BEGIN
 IMMEDIATE``), so a re-run, or a second daemon, finds nothing left to do.
+
+Escalations are the policy's `on_warning`/`on_breach` actions and nothing else. Mails
+(`notify-team`, `notify-lead`) are outbox rows of kind `escalation`, held until the team's
+calendar (else the policy's) opens when `notify_in_business_hours`; the notices of one
+sweep that share recipients, level and hold become one digest mail.
 """
 
 from __future__ import annotations
