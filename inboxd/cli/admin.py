@@ -43,6 +43,9 @@ def check() -> None:
                 settings.inboxd.rules, routing_context(settings), display_base=settings.base_dir
             )
         ]
+        from inboxd.tickets import templates
+
+        findings += templates.check(settings)
     for line in findings:
         print(line)  # noqa: T201 - linter-style findings on stdout
     if findings:

@@ -71,6 +71,10 @@ def merge(
 def has_outbound(session: Session, ticket_id: int) -> bool:
     """Whether an agent already answered on this ticket (then it is not merged silently)."""
     row = session.exec(
-        select(Message.id).where(Message.ticket_id == ticket_id, Message.direction == "out")
+        select(Message.id).where(
+            Message.ticket_id == ticket_id,
+            Message.direction == "out",
+            Message.author.is_not(None),  # type: ignore[union-attr]  # an agent, not the ack
+        )
     ).first()
     return row is not None
