@@ -248,3 +248,28 @@ def test_survey_template_renders_with_sample_values(tmp_path: Path) -> None:
 
     body = templates.render("survey.txt", survey.sample_context(), folder=None)
     assert "Hello Carla Customer," in body and "[#1234]" in body
+
+
+def test_an_agent_resolving_the_ticket_sends_the_survey_once(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from inboxd.tickets import actions
+
+    settings = config(tmp_path, enabled=True)
+    tid = open_ticket(engine, settings)  # answered and resolved behind the agent's back
+    with session_scope(engine) as s:
+        ticket = s.get(Ticket, tid)
+        assert ticket is not None
+        ticket.status, ticket.resolved_at = "open", None
+        lead = actions.agent(settings, settings.team(ticket.team or "").lead or "")
+    assert surveys(engine, tid) == []
+    for _ in range(2):  # resolved, reopened, resolved again: one survey only
+        with session_scope(engine) as s:
+            actions.set_status(
+                s, settings=settings, who=lead, ticket_id=tid, status="resolved", now=NOW
+            )
+        assert len(surveys(engine, tid)) == 1
+        with session_scope(engine) as s:
+            actions.set_status(
+                s, settings=settings, who=lead, ticket_id=tid, status="open", now=NOW
+            )

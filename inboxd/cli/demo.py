@@ -8,11 +8,14 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
+from sqlalchemy import func
+from sqlmodel import select
 
 from inboxd.cli import tickets as ticket_cli
 from inboxd.cli.common import STATE
 from inboxd.config import load_settings
 from inboxd.db import session_scope, upgrade
+from inboxd.models import Outbox
 from inboxd.tickets import intake
 
 DEMO_CONFIG = """\
@@ -56,8 +59,11 @@ sla = "standard"
 
 [calendar.office]
 timezone = "Europe/Oslo"
-hours = { mon = "09:00-17:00", tue = "09:00-17:00", wed = "09:00-17:00", thu = "09:00-17:00",
-          fri = "09:00-16:00" }
+hours.mon = "09:00-17:00"
+hours.tue = "09:00-17:00"
+hours.wed = "09:00-17:00"
+hours.thu = "09:00-17:00"
+hours.fri = "09:00-16:00"
 
 [sla.standard]
 calendar = "office"
@@ -123,7 +129,7 @@ def run_demo(folder: Path) -> None:
             data = sample.read_bytes()
             mailbox = _mailbox_for(data, by_address, settings.mailboxes[0].name)
             r = intake.receive(
-                s, runtime.intake_config(), mailbox=mailbox, data=data, source="import"
+                s, runtime.intake_config(), mailbox=mailbox, data=data, source="pipe"
             )
             where = f"ticket {r.ticket_id}" if r.ticket_id else "no ticket"
             console.print(
@@ -131,8 +137,13 @@ def run_demo(folder: Path) -> None:
                 f"[{r.classification or '-'}]",
                 markup=False,
             )
+        queued = s.exec(select(func.count()).select_from(Outbox)).one()
     runtime.engine.dispose()
-    console.print()
+    console.print(
+        f"\n{queued} acknowledgements wait in the outbox (no SMTP server in the demo): "
+        f"inboxd --config {config} outbox list",
+        markup=False,
+    )
     STATE.reset(config)
     ticket_cli.list_tickets(all_=True, as_json=False)
     console.print(f"\nNext: inboxd --config {config} ticket show 1", markup=False)

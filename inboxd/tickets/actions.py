@@ -28,7 +28,7 @@ from inboxd.db import insert_ignore
 from inboxd.errors import Forbidden, InboxdError, NotFound
 from inboxd.mail import compose
 from inboxd.models import Message, Participant, Ticket, TicketTag
-from inboxd.tickets import assignment, events, sla, tokens
+from inboxd.tickets import assignment, events, notify, sla, survey, tokens
 
 if TYPE_CHECKING:
     from inboxd.config import Settings
@@ -483,6 +483,10 @@ def assign(
         _may_work(who, ticket, "assign it")
     old = ticket.assignee
     _set_assignee(session, who, ticket, target, now=now, how="manual")
+    if target is not None:
+        notify.assigned(
+            session, settings=settings, ticket=ticket, agent=target, actor=who.address, now=now
+        )
     return Changed(ticket.id, "assignee", old, target, True)
 
 
@@ -538,6 +542,9 @@ def transfer(
             previous=None,
             strategy=spec.assignment,
         )
+        notify.assigned(
+            session, settings=settings, ticket=ticket, agent=chosen, actor=who.address, now=now
+        )
     return Changed(ticket.id, "team", old, team, True)
 
 
@@ -585,6 +592,9 @@ def _change_status(
     events.record(
         session, ticket_id=ticket.id, at=now, actor=who.address, kind="status", old=old, new=new
     )
+    if new == "resolved":
+        secret = tokens.reply_secret(session, settings.inboxd.secret())
+        survey.maybe_send(session, settings=settings, ticket=ticket, secret=secret, now=now)
 
 
 def set_status(
