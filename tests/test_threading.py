@@ -48,6 +48,9 @@ def pairwise(groups: dict[str, str | int | None]) -> set[tuple[str, str]]:
 
 
 def truth() -> dict[str, dict[str, str]]:
+    """Per corpus, file -> thread as notmuch groups them; empty without ../shared/corpus."""
+    if not GROUND_TRUTH.is_file():
+        return {}
     doc = json.loads(GROUND_TRUTH.read_text())
     return {name: c["file_to_thread"] for name, c in doc["corpora"].items()}
 
