@@ -762,6 +762,8 @@ class General(BaseModel):
     admins: tuple[Address, ...] = ()
     retention: Duration | None = None
     stale_after: Duration = timedelta(minutes=30)
+    # `inboxd status` is unhealthy once a due outgoing mail waits longer than this.
+    outbox_stuck_after: Duration = timedelta(minutes=30)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: Annotated[str | None, BeforeValidator(_listen)] = None

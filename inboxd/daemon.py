@@ -17,12 +17,13 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import select
 
+from inboxd import alerts
 from inboxd.clock import Clock, utcnow
 from inboxd.config import Settings
 from inboxd.db import make_engine, require_schema, session_scope
@@ -51,6 +52,9 @@ class Runtime:
     daemon_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )
+    # Stale-mailbox alerts count from here when it is later than the last good sync, so
+    # a daemon back after a long stop may catch up first; None for `run --once`.
+    alert_since: datetime | None = None
     _intake: intake.IntakeConfig | None = None
 
     def intake_config(self) -> intake.IntakeConfig:
@@ -72,10 +76,29 @@ class Runtime:
             intake_config=self.intake_config,
             halt=halt,
             nudge=nudge,
+            on_error=lambda mailbox, kind, error: self.mailbox_failed(mailbox, kind, error, nudge),
             owner=self.daemon_id,
             clock=self.clock,
         )
         return [MailboxWorker(mb, ctx) for mb in self.settings.mailboxes if mb.imap is not None]
+
+    def mailbox_failed(
+        self, mailbox: str, kind: str, error: str, nudge: Callable[[], None]
+    ) -> None:
+        """A worker's error hook (its thread): alert the admins at once when it is lasting."""
+        try:
+            if alerts.report_error(
+                self.engine,
+                self.settings,
+                mailbox=mailbox,
+                kind=kind,
+                error=error,
+                now=self.clock(),
+                reporter=self.daemon_id,
+            ):
+                nudge()  # the alert waits in the outbox: wake the sender
+        except Exception as exc:  # noqa: BLE001 - the periodic check alerts later instead
+            log.warning("alert not recorded", extra={"mailbox": mailbox, "error": str(exc)})
 
     def heartbeat(self, *, stopped: bool = False) -> None:
         now = self.clock()
@@ -104,8 +127,16 @@ def open_runtime(settings: Settings) -> Runtime:
     return runtime
 
 
-def run_once(settings: Settings) -> dict[str, int | None]:
-    """Sync every mailbox once, then try every queued outgoing mail; per-mailbox counts."""
+@dataclass(frozen=True, slots=True)
+class OnceResult:
+    """What `inboxd run --once` did: new mail per mailbox (None: not synced), outbox counts."""
+
+    mailboxes: dict[str, int | None]
+    outbox: dict[str, int]  # sent, deferred, failed, requeued (see `smtp.flush`)
+
+
+def run_once(settings: Settings) -> OnceResult:
+    """Sync every mailbox once, do the scheduled work, then try every queued outgoing mail."""
     runtime = open_runtime(settings)
     with daemon_lock(runtime.engine):
         runtime.heartbeat()
@@ -114,22 +145,32 @@ def run_once(settings: Settings) -> dict[str, int | None]:
         for worker in runtime.workers(halt, lambda: None):
             results[worker.mb.name] = worker.run_once()
         for name, job in scheduled_jobs(runtime):
-            _run_job(name, job)  # escalations it queues go out in the flush below
+            _run_job(name, job)  # escalations and alerts it queues go out in the flush below
         sent = asyncio.run(_flush_outbox(runtime))
         log.info("outbox flushed", extra=sent)
         runtime.heartbeat(stopped=True)
     runtime.engine.dispose()
-    return results
+    return OnceResult(mailboxes=results, outbox=sent)
 
 
 def scheduled_jobs(runtime: Runtime) -> list[tuple[str, Callable[[], object]]]:
-    """The periodic work: SLA sweep (and escalations), retention purge."""
+    """The periodic work: SLA sweep (and escalations), retention purge, mailbox alerts."""
     from inboxd.tickets import privacy, sla
 
     settings, engine = runtime.settings, runtime.engine
     return [
         ("sla-sweep", lambda: sla.run_sweep(engine, settings, runtime.clock())),
         ("retention-purge", lambda: privacy.run_purge(engine, settings, runtime.clock())),
+        (
+            "mailbox-alerts",
+            lambda: alerts.run_check(
+                engine,
+                settings,
+                runtime.clock(),
+                since=runtime.alert_since,
+                reporter=runtime.daemon_id,
+            ),
+        ),
     ]
 
 
@@ -156,6 +197,7 @@ def _start_scheduler(runtime: Runtime, nudge: Callable[[], None]) -> Any:
     intervals = {
         "sla-sweep": runtime.settings.inboxd.sweep_interval.total_seconds(),
         "retention-purge": PURGE_EVERY_S,
+        "mailbox-alerts": runtime.settings.inboxd.sweep_interval.total_seconds(),
     }
     for name, job in scheduled_jobs(runtime):
 
@@ -196,6 +238,7 @@ def serve(settings: Settings) -> None:
 
 
 async def _serve(runtime: Runtime) -> None:
+    runtime.alert_since = runtime.clock()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     wake = asyncio.Event()

@@ -295,6 +295,27 @@ class Daemon(SQLModel, table=True):
     mailboxes: list[str] = _json([])
 
 
+class Incident(SQLModel, table=True):
+    """A problem the admins were mailed about (a mailbox failing or stale), and its end.
+
+    `open_key` equals `key` while the incident is open and is NULL once resolved: the
+    unique index lets one daemon among many open (and mail) an incident, once.
+    """
+
+    __tablename__ = "incident"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True)  # what it is about, e.g. "mailbox:support"
+    open_key: str | None = Field(default=None, unique=True)
+    kind: str  # auth | config | stale
+    detail: str = ""
+    opened_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    opened_by: str | None = None  # daemon id
+    alert_message_id: str | None = None  # the outbox mail that told the admins
+    resolved_at: datetime | None = _at()
+    recovery_message_id: str | None = None
+
+
 class Setting(SQLModel, table=True):
     """Small durable values (the reply-token secret when the config gives none)."""
 

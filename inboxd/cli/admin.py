@@ -88,10 +88,18 @@ def run(
         raise ConfigError(f"--log-format: unknown format {fmt!r} (expected text or json)")
     logs.setup(fmt, settings.inboxd.log_level)  # type: ignore[arg-type]
     if once:
-        results = daemon.run_once(settings)
+        done = daemon.run_once(settings)
+        results = done.mailboxes
         failed = [name for name, n in results.items() if n is None]
         for name, n in results.items():
             print(f"{name}: {'not synced (see `inboxd status`)' if n is None else f'{n} new'}")  # noqa: T201
+        sent = done.outbox
+        summary = (
+            f"outbox: {sent['sent']} sent, {sent['deferred']} deferred, {sent['failed']} failed"
+        )
+        if sent.get("requeued"):
+            summary += f", {sent['requeued']} requeued from a dead sender"
+        print(summary)  # noqa: T201
         if failed and len(failed) == len(results):
             raise InboxdError("no mailbox could be synced (see `inboxd status`)")
         return
@@ -144,7 +152,8 @@ def import_mail(
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Daemons, mailboxes (last good sync, lag, last error), quarantine. Exit 1 when unhealthy."""
+    """Daemons, mailboxes (last good sync, lag, last error), quarantine, outbox backlog,
+    open incidents. Exit 1 when unhealthy."""
     from inboxd.cli.health import render, report
 
     doc = report(STATE.settings, STATE.engine)

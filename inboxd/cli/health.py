@@ -7,13 +7,13 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, func
-from sqlmodel import col, select
+from sqlalchemy import Engine, and_, func, or_, type_coerce
+from sqlmodel import Session, col, select
 
 from inboxd.clock import utcnow
 from inboxd.config import Settings
-from inboxd.db import session_scope
-from inboxd.models import Daemon, Delivery, MailboxState, Message
+from inboxd.db import UTCDateTime, session_scope
+from inboxd.models import Daemon, Delivery, Incident, MailboxState, Message, Outbox
 from inboxd.tickets.views import iso
 
 DAEMON_STALE_S = 60.0
@@ -21,6 +21,42 @@ DAEMON_STALE_S = 60.0
 
 def _age(now: datetime, at: datetime | None) -> float | None:
     return None if at is None else round((now - at).total_seconds(), 1)
+
+
+def outbox_backlog(session: Session, now: datetime) -> dict[str, Any]:
+    """Outgoing mail not sent yet, and how long the oldest due one has waited.
+
+    A row held by `not_before` (an escalation waiting for business hours) is counted as
+    held, not as waiting: its wait starts when the hold ends.
+    """
+    counts = {"queued": 0, "sending": 0, "failed": 0}
+    counts |= dict(
+        session.exec(
+            select(Outbox.status, func.count())
+            .where(col(Outbox.status).in_(list(counts)))
+            .group_by(col(Outbox.status))
+        ).all()
+    )
+    held = session.exec(
+        select(func.count()).where(col(Outbox.status) == "queued", col(Outbox.not_before) > now)
+    ).one()
+    waiting_since = func.coalesce(col(Outbox.not_before), col(Outbox.created_at))
+    oldest = session.exec(
+        select(type_coerce(func.min(waiting_since), UTCDateTime())).where(
+            and_(
+                col(Outbox.status).in_(("queued", "sending")),
+                or_(col(Outbox.not_before).is_(None), col(Outbox.not_before) <= now),
+            )
+        )
+    ).one()
+    return {
+        "queued": int(counts["queued"]),
+        "held": int(held),
+        "sending": int(counts["sending"]),
+        "failed": int(counts["failed"]),
+        "oldest_queued_at": iso(oldest),
+        "oldest_queued_age_s": _age(now, oldest),
+    }
 
 
 def report(settings: Settings, engine: Engine) -> dict[str, Any]:
@@ -39,6 +75,21 @@ def report(settings: Settings, engine: Engine) -> dict[str, Any]:
         daemons = s.exec(
             select(Daemon).where(col(Daemon.stopped_at).is_(None)).order_by(col(Daemon.started_at))
         ).all()
+        backlog = outbox_backlog(s, now)
+        incidents = [
+            {
+                "key": i.key,
+                "kind": i.kind,
+                "detail": i.detail,
+                "opened_at": iso(i.opened_at),
+                "alert_message_id": i.alert_message_id,
+            }
+            for i in s.exec(
+                select(Incident)
+                .where(col(Incident.open_key).is_not(None))
+                .order_by(col(Incident.opened_at))
+            ).all()
+        ]
     problems: list[str] = []
     boxes = []
     for mb in settings.mailboxes:
@@ -65,6 +116,14 @@ def report(settings: Settings, engine: Engine) -> dict[str, Any]:
             if st is not None and st.error_kind == "auth":
                 problems.append(f"mailbox {mb.name}: {st.last_error}")
         boxes.append(entry)
+    stuck_s = settings.inboxd.outbox_stuck_after.total_seconds()
+    backlog["stuck_after_s"] = stuck_s
+    waited = backlog["oldest_queued_age_s"]
+    if waited is not None and waited > stuck_s:
+        problems.append(
+            f"outbox: oldest queued mail waiting {_span(waited)} "
+            f"(more than {_span(stuck_s)}; see `inboxd outbox list`)"
+        )
     live = [
         {
             "id": d.id,
@@ -83,17 +142,21 @@ def report(settings: Settings, engine: Engine) -> dict[str, Any]:
         "daemons": live,
         "mailboxes": boxes,
         "quarantined": sum(b["quarantined"] for b in boxes),
+        "outbox": backlog,
+        "incidents": incidents,
     }
 
 
-def _ago(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
+def _span(seconds: float) -> str:
     if seconds < 90:
-        return f"{int(seconds)}s ago"
+        return f"{int(seconds)}s"
     if seconds < 5400:
-        return f"{int(seconds // 60)}m ago"
-    return f"{seconds / 3600:.1f}h ago"
+        return f"{int(seconds // 60)}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _ago(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{_span(seconds)} ago"
 
 
 def render(doc: dict[str, Any]) -> None:
@@ -125,3 +188,22 @@ def render(doc: dict[str, Any]) -> None:
             b["last_error"] or "-",
         )
     console.print(table)
+    box = doc["outbox"]
+    out = Table(show_edge=False)
+    for col_name in ("outbox", "queued", "held", "sending", "failed", "oldest queued"):
+        out.add_column(col_name)
+    waited = box["oldest_queued_age_s"]
+    out.add_row(
+        "backlog",
+        str(box["queued"]),
+        str(box["held"]),
+        str(box["sending"]),
+        str(box["failed"]),
+        "-" if waited is None else _ago(waited),
+    )
+    console.print(out)
+    for i in doc["incidents"]:
+        console.print(
+            f"admins alerted {i['opened_at']}: {i['key']} {i['kind']} ({i['detail']})",
+            markup=False,
+        )

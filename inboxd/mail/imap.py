@@ -61,6 +61,7 @@ class WorkerContext:
     intake_config: Callable[[], intake.IntakeConfig]  # re-read after a reload (SIGHUP)
     halt: threading.Event
     nudge: Callable[[], None] = lambda: None  # wakes the outbox after a commit
+    on_error: Callable[[str, str, str], None] = lambda mailbox, kind, error: None  # alerts
     owner: str | None = None
     clock: Clock = utcnow
 
@@ -195,6 +196,7 @@ class MailboxWorker:
             log.error("worker error", exc_info=exc, extra=extra)
         elif changed:
             log.warning("mailbox failing", extra=extra)
+        self.ctx.on_error(self.mb.name, kind, text)  # recorded first: the hook may read it
         if sleep:
             self.ctx.halt.wait(backoff(self.attempt))
 

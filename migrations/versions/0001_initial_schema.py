@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:03:44.101134
+Create Date: 2026-11-23 12:15:18.247398
 """
 
 from collections.abc import Sequence
@@ -38,6 +38,24 @@ def upgrade() -> None:
         sa.Column("mailboxes", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_table(
+        "incident",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("key", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("open_key", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("detail", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("opened_at", inboxd.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("opened_by", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("alert_message_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("resolved_at", inboxd.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("recovery_message_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("open_key"),
+    )
+    with op.batch_alter_table("incident", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_incident_key"), ["key"], unique=False)
+
     op.create_table(
         "mailbox_state",
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
@@ -340,6 +358,10 @@ def downgrade() -> None:
     op.drop_table("team")
     op.drop_table("setting")
     op.drop_table("mailbox_state")
+    with op.batch_alter_table("incident", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_incident_key"))
+
+    op.drop_table("incident")
     op.drop_table("daemon")
     op.drop_table("agent")
     # ### end Alembic commands ###
