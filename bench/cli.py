@@ -229,15 +229,14 @@ def _medians(
     return {name: (statistics.median(times[name]), outputs[name]) for name in commands}
 
 
-def _page_sql() -> str:
-    """The default queue's first statement for the agent, as inboxd sends it."""
-    from sqlalchemy.dialects import sqlite
-
-    from inboxd.tickets import queue
+def _page_sql() -> tuple[str, dict[str, object]]:
+    """The default queue's first statement for the agent and its parameters, as inboxd
+    sends them to SQLite."""
+    from inboxd.tickets import queue, views
 
     teams = tuple(t for t, members in MEMBERS.items() if AGENT in members)
-    first, _ = queue.page_queries(queue.QueueFilter(teams=teams), now=NOW, limit=50)[0]
-    return str(first.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    first, _ = queue.page_statements(queue.QueueFilter(teams=teams), now=NOW, limit=50)[0]
+    return first.sql, {k: views.bind_value(v, "sqlite") for k, v in first.params.items()}
 
 
 def main() -> None:
@@ -268,10 +267,10 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
     inboxd = [*py, "-m", "inboxd", "--config", str(config)]
-    page_sql = _page_sql()
+    page_sql, page_params = _page_sql()
     bare_list = (
         f"import sqlite3; c = sqlite3.connect({str(db)!r}); "
-        f"rows = c.execute({page_sql!r}).fetchall(); print(len(rows))"
+        f"rows = c.execute({page_sql!r}, {page_params!r}).fetchall(); print(len(rows))"
     )
     bare_show = (
         f"import sqlite3; c = sqlite3.connect({str(db)!r}); "

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
+import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -425,3 +428,217 @@ def test_editor_draft_drops_comment_lines(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("EDITOR", f"{sys.executable} {script}")
     text = tickets._edit(what="reply", ticket=7, prefill="# carla wrote:\n#   hello\n")
     assert text == "Typed in the editor."
+
+
+# ------------------------------------------------------------------ start-up and read path
+
+# What `ticket list` and `ticket show` must not import: each costs start-up time an agent
+# pays many times a day (bench/cli.py measures it).
+HEAVY = {"sqlalchemy", "sqlmodel", "alembic", "jinja2", "mailparser", "imapclient", "aiosmtplib"}
+PROBE = """
+import sys
+from inboxd.cli.main import main
+try:
+    main(sys.argv[2:])
+finally:
+    loaded = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1].split(",")))
+    print("loaded:" + ",".join(loaded), file=sys.stderr)
+"""
+
+
+def _probe(*args: str) -> tuple[str, set[str]]:
+    """Run `inboxd ARGS` in a child; its stdout and which of HEAVY it imported.
+
+    The first of ARGS is the comma-separated module names to look for."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    line = [ln for ln in err.splitlines() if ln.startswith("loaded:")][-1]
+    return proc.stdout.decode(), {m for m in line.removeprefix("loaded:").split(",") if m}
+
+
+def test_help_lists_every_command_without_importing_them() -> None:
+    """Lazy loading cannot silently drop a command: `inboxd --help` lists exactly what the
+    registrations produce, each with the help text its own module gives."""
+    import contextlib
+    import io
+
+    from typer.main import get_group
+
+    from inboxd.cli import main as cli_main
+
+    eager = cli_main.build(list(cli_main.COMMANDS))
+    assert list(eager) == list(cli_main.COMMANDS)  # same names, in the listed order
+    for name, command in eager.items():
+        first = " ".join((command.help or "").split("\n\n")[0].split())
+        assert first == cli_main.COMMANDS[name].help, name
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        cli_main.main(["--help"])
+    assert done.value.code == 0
+    listing = out.getvalue().split("Commands:\n", 1)[1]
+    for name in ("ticket", "message", "rules", "outbox", "customer", "db", "report", "check"):
+        assert f"\n  {name} " in f"\n{listing}", name
+    # The same rows as a root group holding every command, built eagerly.
+    group = get_group(cli_main.app)
+    group.commands = eager
+    with group.make_context("inboxd", ["--help"], resilient_parsing=True) as ctx:
+        formatter = ctx.make_formatter()
+        type(group).__mro__[1].format_commands(group, ctx, formatter)
+    assert listing.rstrip() == formatter.getvalue().split("Commands:\n", 1)[1].rstrip()
+
+
+def test_help_and_sub_help_load_only_what_they_show() -> None:
+    _, loaded = _probe(",".join(HEAVY), "--help")
+    assert loaded == set()
+    out, loaded = _probe(",".join(HEAVY), "ticket", "--help")
+    assert "list" in out and "show" in out and "search" in out
+    assert loaded == set()
+
+
+def test_filter_vocabulary_matches_the_models() -> None:
+    from inboxd import models
+    from inboxd.tickets import actions, queue
+
+    assert queue.STATUSES == models.STATUSES
+    assert queue.OPEN_STATUSES == models.OPEN_STATUSES
+    assert queue.PRIORITIES == actions.PRIORITIES
+    assert queue.NOBODY == actions.NOBODY
+
+
+def test_list_and_show_read_without_the_orm_and_agree_with_it(
+    tmp_path: Path, sqlite_database: Database
+) -> None:
+    """`ticket list` and `show` on SQLite use a bare sqlite3 connection: the documents are
+    the ones the ORM session path builds, and nothing heavy is imported."""
+    from datetime import timedelta
+
+    from inboxd.db import session_scope
+    from inboxd.models import Delivery, Message, Participant, Ticket, TicketEvent, TicketTag
+    from inboxd.tickets import views
+
+    now = datetime.now(UTC)
+    config = write_config(tmp_path / "cfg", database=sqlite_database.url, boxes=[], extra=SLA)
+    with session_scope(sqlite_database.engine) as s:
+        t = Ticket(
+            subject="Printer",
+            team="frontline",
+            assignee=ANN,
+            customer_addr=CUSTOMER,
+            mailbox="support",
+            created_at=now - timedelta(hours=5),
+            updated_at=now - timedelta(hours=1),
+            sla_policy="standard",
+            first_response_warn_at=now - timedelta(hours=2),
+            first_response_due=now + timedelta(hours=1),
+            resolution_due=now + timedelta(days=2),
+            sla_fired=["first_response:warning:0"],
+            message_count=1,
+        )
+        s.add(t)
+        s.flush()
+        assert t.id is not None
+        m = Message(
+            content_hash="h1",
+            ticket_id=t.id,
+            mailbox="support",
+            from_addr=CUSTOMER,
+            to_addrs=[{"addr": "support@example.com", "name": ""}],
+            subject="Printer",
+            date_at=now - timedelta(hours=5),
+            date_offset_min=120,
+            text="Hello\n> quoted\n",
+            attachments=[{"index": 0, "filename": "a.pdf", "content_type": "x/y", "size": 3}],
+            received_at=now - timedelta(hours=5),
+            bounce={"recipients": []},
+        )
+        s.add(m)
+        s.flush()
+        s.add(Delivery(message_pk=m.id or 0, mailbox="support", delivered_at=now))
+        s.add(Participant(ticket_id=t.id, address=CUSTOMER, role="customer"))
+        s.add(TicketTag(ticket_id=t.id, tag="vip"))
+        s.add(TicketEvent(ticket_id=t.id, at=now, actor=ANN, kind="note", data={"x": [1]}))
+        ticket_id = t.id
+
+    heavy = ",".join(HEAVY)
+    out, loaded = _probe(heavy, "--config", str(config), "--as", ANN, "ticket", "list", "--json")
+    assert loaded == set()
+    listed = json.loads(out)
+    out, loaded = _probe(heavy, "--config", str(config), "ticket", "show", str(ticket_id), "--json")
+    assert loaded == set()
+    shown = json.loads(out)
+    table, loaded = _probe(heavy, "--config", str(config), "--as", ANN, "ticket", "list")
+    assert loaded == set() and "Printer" in table
+
+    with session_scope(sqlite_database.engine) as s:
+        orm_list = views.ticket_docs(s, [s.get(Ticket, ticket_id)], now=now)  # type: ignore[list-item]
+        orm_show = views.ticket_detail(s, ticket_id, now=now)
+    assert listed == json.loads(json.dumps(orm_list, default=str))
+    assert shown == json.loads(json.dumps(orm_show, default=str))
+    assert shown["sla_state"] == "warning" and shown["tags"] == ["vip"]
+    assert shown["messages"][0]["date"].endswith("+02:00")
+    assert shown["messages"][0]["attachments"][0]["number"] == 1
+    assert shown["events"][0]["data"] == {"x": [1]}
+
+
+def _clock_fields() -> Any:
+    from datetime import timedelta
+
+    from hypothesis import strategies as st
+
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    instant = st.one_of(st.none(), st.integers(-48, 48).map(lambda h: base + timedelta(hours=h)))
+    return st.fixed_dictionaries(
+        {
+            "status": st.sampled_from(("open", "pending", "resolved", "closed", "merged")),
+            "sla_policy": st.sampled_from((None, "standard")),
+            "first_response_at": instant,
+            "resolved_at": instant,
+            "first_response_warn_at": instant,
+            "first_response_due": instant,
+            "next_response_warn_at": instant,
+            "next_response_due": instant,
+            "resolution_warn_at": instant,
+            "resolution_due": instant,
+            "next_response_cycle": st.integers(0, 2),
+            "resolution_cycle": st.integers(0, 2),
+            "sla_fired": st.lists(
+                st.sampled_from(
+                    [
+                        f"{c}:{lvl}:{n}"
+                        for c in ("first_response", "next_response", "resolution")
+                        for lvl in ("warning", "breach")
+                        for n in (0, 1)
+                    ]
+                ),
+                max_size=3,
+            ),
+        }
+    )
+
+
+def test_read_path_sla_state_is_the_sla_modules() -> None:
+    """`views` computes the SLA state without importing `sla`: both must agree."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+
+    from inboxd.models import Ticket
+    from inboxd.tickets import sla, views
+
+    now = datetime(2026, 3, 1, 6, tzinfo=UTC)
+
+    @settings(max_examples=400, deadline=None)
+    @given(_clock_fields())
+    def check(fields: dict[str, Any]) -> None:
+        ticket = Ticket(subject="s", created_at=now, updated_at=now, **fields)
+        assert views.sla_state(ticket, now) == sla.sla_state(ticket, now)
+        assert views.active_due(ticket) == sla.active_due(ticket)
+
+    check()

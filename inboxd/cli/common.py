@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from sqlalchemy import Engine
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
-from inboxd.config import Settings, load_settings, resolve_config_path
+    from inboxd.config import Settings
+    from inboxd.tickets.views import Reader
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -36,10 +40,14 @@ class CliState:
 
     @property
     def config_path(self) -> Path:
+        from inboxd.config import resolve_config_path
+
         return resolve_config_path(self.config_option)
 
     @cached_property
     def settings(self) -> Settings:
+        from inboxd.config import load_settings
+
         return load_settings(self.config_path)
 
     @cached_property
@@ -52,6 +60,73 @@ class CliState:
 
 
 STATE = CliState()
+
+
+@contextlib.contextmanager
+def read_scope() -> Iterator[Reader]:
+    """One read-only transaction, for commands that only read (`ticket list`, `show`).
+
+    On a SQLite file it is a bare `sqlite3` connection in a deferred transaction: a
+    snapshot that takes no write lock (the engine's `BEGIN IMMEDIATE` would wait behind a
+    writer) and needs no SQLAlchemy, whose import alone costs more than the whole query.
+    Any other database reads through the engine, in a transaction rolled back at the end.
+    """
+    from inboxd.tickets.views import SessionReader, SqliteReader
+
+    path = _sqlite_file(STATE.settings.inboxd.database)
+    conn = _open_sqlite(path) if path is not None else None
+    if conn is None:
+        from sqlmodel import Session
+
+        with Session(STATE.engine) as session:
+            try:
+                yield SessionReader(session)
+            finally:
+                session.rollback()
+        return
+    try:
+        conn.execute("BEGIN")  # deferred: the first read takes the snapshot
+        yield SqliteReader(conn)
+    finally:
+        conn.close()  # rolls back: nothing was written
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file of a plain `sqlite:///FILE` URL; None for anything else (in memory,
+    query options, other drivers), which goes through SQLAlchemy."""
+    if not url.startswith("sqlite:///"):
+        return None
+    file = url.removeprefix("sqlite:///")
+    if not file or file == ":memory:" or "?" in file or file.startswith("file:"):
+        return None
+    return file
+
+
+def _open_sqlite(path: str) -> Any:
+    """A connection on a current schema, or None to let SQLAlchemy open the database and
+    say what is wrong with it (missing, unreadable, old schema) in its usual words."""
+    import sqlite3
+
+    from inboxd.db import BUSY_TIMEOUT_MS
+
+    if not Path(path).is_file():
+        return None
+    try:
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error:
+        return None
+    head = _head_from_files()
+    try:
+        current = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.Error:
+        current = []
+    if head is None or [tuple(r) for r in current] != [(head,)]:
+        conn.close()
+        return None
+    return conn
+
 
 _REVISION = re.compile(r"^revision(?:\s*:[^=]*)?=\s*[\"']([^\"']+)[\"']", re.M)
 _DOWN = re.compile(r"^down_revision(?:\s*:[^=]*)?=(.*)$", re.M)

@@ -7,16 +7,7 @@ from email.utils import getaddresses
 from importlib import resources
 from pathlib import Path
 
-from rich.console import Console
-from sqlalchemy import func
-from sqlmodel import select
-
-from inboxd.cli import tickets as ticket_cli
 from inboxd.cli.common import STATE
-from inboxd.config import load_settings
-from inboxd.db import session_scope, upgrade
-from inboxd.models import Outbox
-from inboxd.tickets import intake
 
 DEMO_CONFIG = """\
 # inboxd demo configuration: two mailboxes fed by `inboxd deliver` / `inboxd import`
@@ -105,6 +96,16 @@ def _mailbox_for(data: bytes, addresses: dict[str, str], default: str) -> str:
 
 
 def run_demo(folder: Path) -> None:
+    from rich.console import Console
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from inboxd.cli import tickets as ticket_cli
+    from inboxd.config import load_settings
+    from inboxd.db import session_scope, upgrade
+    from inboxd.models import Outbox
+    from inboxd.tickets import intake
+
     console = Console(highlight=False)
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "inboxd.toml"

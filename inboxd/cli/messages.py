@@ -5,11 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from inboxd.cli.common import STATE, emit_json
-from inboxd.db import session_scope
-from inboxd.tickets import views
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -20,6 +17,11 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """A stored message: classification, ticket, mailboxes, quarantine state."""
+    from rich.console import Console
+
+    from inboxd.db import session_scope
+    from inboxd.tickets import views
+
     with session_scope(STATE.engine) as s:
         doc = views.message_detail(s, message)
     if as_json:

@@ -21,8 +21,9 @@ from inboxd.errors import ConfigError, InboxdError, NotFound
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from inboxd.cli.identity import Who
     from inboxd.mail.compose import Attachment
-    from inboxd.tickets.actions import Agent, Changed
+    from inboxd.tickets.actions import Changed
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -73,15 +74,15 @@ def list_tickets(
 
     With --as: the agent's teams; without: every team. --all lists every ticket.
     """
+    # The read path imports no SQLAlchemy, ORM or pydantic models beyond the config's.
     from inboxd.cli import identity
+    from inboxd.cli.common import read_scope
     from inboxd.clock import utcnow
-    from inboxd.db import session_scope
-    from inboxd.models import OPEN_STATUSES, STATUSES
     from inboxd.tickets import queue, views
-    from inboxd.tickets.actions import NOBODY, PRIORITIES
+    from inboxd.tickets.queue import NOBODY, OPEN_STATUSES, PRIORITIES, STATUSES
 
     settings = STATE.settings
-    who = identity.current()
+    who = identity.who()
     now = utcnow()
     for name in team or ():
         if name not in {t.name for t in settings.teams}:
@@ -98,7 +99,10 @@ def list_tickets(
         teams = tuple(sorted(who.teams))
     mine: str | None = None
     if assignee is not None and assignee.lower() == "me":
-        mine = identity.whoami().address
+        if who is None:
+            identity.whoami()  # says who must be named
+        assert who is not None
+        mine = who.address
     elif assignee is not None and assignee.lower() not in NOBODY:
         mine = assignee.strip().lower()
     flt = queue.QueueFilter(
@@ -111,19 +115,23 @@ def list_tickets(
         mailbox=mailbox,
         breaching=breaching,
     )
-    with session_scope(STATE.engine) as s:
-        found = queue.every(s, flt, now=now) if all_ else queue.page(s, flt, now=now, limit=limit)
-        docs = views.ticket_docs(s, found, now=now)
-        total = len(docs) if all_ or as_json or len(docs) < limit else queue.count(s, flt, now=now)
+    with read_scope() as r:
+        found = (
+            queue.every_rows(r, flt, now=now)
+            if all_
+            else queue.page_rows(r, flt, now=now, limit=limit)
+        )
+        docs = views.ticket_docs(r, found, now=now)
+        total = (
+            len(docs) if all_ or as_json or len(docs) < limit else queue.count_rows(r, flt, now=now)
+        )
     if as_json:
         emit_json(docs)
         return
     _queue_table(docs, total=total, now=now, who=who)
 
 
-def _queue_table(
-    docs: list[dict[str, Any]], *, total: int, now: datetime, who: Agent | None
-) -> None:
+def _queue_table(docs: list[dict[str, Any]], *, total: int, now: datetime, who: Who | None) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -215,14 +223,14 @@ def show(
 ) -> None:
     """The whole conversation, oldest first: mail in, replies out, internal notes, events."""
     from inboxd.cli import identity
+    from inboxd.cli.common import read_scope
     from inboxd.clock import utcnow
-    from inboxd.db import session_scope
     from inboxd.tickets import views
 
-    identity.current()  # a wrong --as is said now, not silently ignored
+    identity.who()  # a wrong --as is said now, not silently ignored
     now = utcnow()
-    with session_scope(STATE.engine) as s:
-        doc = views.ticket_detail(s, ticket, now=now)
+    with read_scope() as r:
+        doc = views.ticket_detail(r, ticket, now=now)
     if as_json:
         emit_json(doc)
         return
