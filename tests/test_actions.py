@@ -239,6 +239,66 @@ def test_reply_threads_addresses_and_stops_the_first_response_clock(desk: Desk) 
     assert ("ann@example.com", "replied") in kinds(desk.engine, ticket_id)
 
 
+def contact_form_mail() -> bytes:
+    """What a WordPress/Typeform-style contact form sends: a no-reply sender, the visitor
+    in Reply-To."""
+    msg = EmailMessage()
+    msg["From"] = "My Shop <noreply@myshop.example>"
+    msg["To"] = "support@example.com"
+    msg["Reply-To"] = "Jane Doe <jane@customer.example>"
+    msg["Subject"] = "New contact form submission"
+    msg["Date"] = format_datetime(T0)
+    msg["Message-ID"] = "form-1@myshop.example"
+    msg.set_content("Name: Jane Doe\nMessage: my order 1234 has not arrived.\n")
+    return msg.as_bytes()
+
+
+def test_contact_form_ticket_is_for_the_visitor_in_reply_to(desk: Desk) -> None:
+    """The form's no-reply sender opens a ticket (it is not an auto-reply); the ack and the
+    agent's reply go to the visitor, never to the robot; the visitor's answer joins."""
+    ticket_id = desk.mail(contact_form_mail())
+    ticket = desk.ticket(ticket_id)
+    assert (ticket.customer_addr, ticket.customer_name) == ("jane@customer.example", "Jane Doe")
+    [ack] = outbox_rows(desk.engine, "ack")
+    assert ack.recipients == ["jane@customer.example"]
+    with session_scope(desk.engine) as s:
+        actions.reply(
+            s,
+            settings=desk.settings,
+            who=desk.who("ann@example.com"),
+            ticket_id=ticket_id,
+            text="It ships today.",
+            now=desk.clock.advance(minutes=10),
+        )
+    [row] = outbox_rows(desk.engine)
+    sent = email.message_from_bytes(row.data, policy=email.policy.default)
+    assert sent["To"] == "jane@customer.example"
+    assert sent["Cc"] is None  # not the form's noreply@ sender
+    assert row.recipients == ["jane@customer.example"]
+    # Jane answers the acknowledgement from her own mailbox: the same ticket.
+    answer = mail(
+        sender="Jane Doe <jane@customer.example>",
+        subject=f"Re: [#{ticket_id}] New contact form submission",
+        in_reply_to=f"<{ack.message_id}>",
+    )
+    assert desk.mail(answer) == ticket_id
+
+
+def test_a_reply_never_copies_a_no_reply_participant(desk: Desk) -> None:
+    """A robot on the thread (a no-reply notifier in Cc) gets no copy of the agent's reply."""
+    ticket_id = desk.mail(mail(cc="Tracker <noreply@tracker.example>, Boss <boss@client.example>"))
+    with session_scope(desk.engine) as s:
+        done = actions.reply(
+            s,
+            settings=desk.settings,
+            who=desk.who("ann@example.com"),
+            ticket_id=ticket_id,
+            text="On it.",
+            now=desk.clock.advance(minutes=1),
+        )
+    assert done.cc == ("boss@client.example",)
+
+
 @pytest.mark.parametrize(
     ("subject", "expected"),
     [

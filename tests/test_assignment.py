@@ -88,6 +88,68 @@ def events_of(engine: Engine, ticket_id: int, kind: str) -> list[dict[str, Any]]
         return [dict(e.data, actor=e.actor) for e in rows]
 
 
+def concurrent_writers(
+    url: str, cfg: intake.IntakeConfig, per_writer: int, *, mailbox: str = "support"
+) -> None:
+    """Two writers (threads with their own connections) opening tickets at the same time,
+    one transaction per mail, as two daemons do."""
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        engine = make_engine(url)
+        try:
+            start.wait()
+            for n in range(per_writer):
+                new_ticket(engine, cfg, w * 1000 + n, mailbox=mailbox)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures, failures
+
+
+def two_batches(
+    url: str, cfg: intake.IntakeConfig, orders: tuple[tuple[str, str], tuple[str, str]]
+) -> list[intake.Received]:
+    """Two batches (one transaction each, as a daemon's fetched batch) of two mails, to the
+    mailboxes in `orders`; both take their first turn before either goes on. Returns what
+    became of the four mails."""
+    both_took_a_turn = threading.Barrier(2, timeout=20)
+    results: dict[int, list[intake.Received]] = {}
+    failures: list[BaseException] = []
+
+    def batch(w: int, order: tuple[str, str]) -> None:
+        engine = make_engine(url)
+        try:
+            with session_scope(engine) as s:
+                got = []
+                for i, mailbox in enumerate(order):
+                    mail = make_mail(subject=f"Batch {w} mail {i}", sender=f"b{w}{i}@c.example")
+                    got.append(intake.receive(s, cfg, mailbox=mailbox, data=mail))
+                    if i == 0:
+                        both_took_a_turn.wait()
+                results[w] = got
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=batch, args=(w, order)) for w, order in enumerate(orders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures, failures
+    return [r for w in (0, 1) for r in results[w]]
+
+
 # ---------------------------------------------------------------------------- round-robin
 
 
@@ -149,31 +211,11 @@ def test_round_robin_survives_a_new_engine(database: Database) -> None:
 
 
 def test_round_robin_with_two_concurrent_writers_is_still_even(database: Database) -> None:
-    """Two writers (threads with their own connections) creating tickets at the same time:
-    an even split, and the rotation ends where 120 turns end, so no turn was lost to a
-    race (a lost update doubles one agent and shifts the rotation)."""
-    cfg = intake_config()
+    """Two writers creating tickets at the same time: an even split, and the rotation ends
+    where 120 turns end, so no turn was lost to a race (a lost update doubles one agent
+    and shifts the rotation)."""
     per_writer = 60
-    start = threading.Barrier(2)
-    failures: list[BaseException] = []
-
-    def writer(w: int) -> None:
-        engine = make_engine(database.url)
-        try:
-            start.wait()
-            for n in range(per_writer):
-                new_ticket(engine, cfg, w * 1000 + n)
-        except BaseException as exc:  # reported by the main thread
-            failures.append(exc)
-        finally:
-            engine.dispose()
-
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not failures, failures
+    concurrent_writers(database.url, intake_config(), per_writer)
     got = assignees(database.engine)
     assert len(got) == 2 * per_writer
     assert Counter(got) == dict.fromkeys(OPS, 2 * per_writer // 3)
@@ -186,40 +228,11 @@ def test_transactions_spanning_two_teams_do_not_deadlock(postgres_database: Data
     taking them in opposite order at the same time must both complete, every mail routed
     and assigned, none quarantined: the turn is not held until the batch commits."""
     cfg = intake_config(billing="round-robin")
-    both_took_a_turn = threading.Barrier(2, timeout=20)
-    results: dict[int, list[intake.Received]] = {}
-    failures: list[BaseException] = []
-
-    def batch(w: int, order: tuple[str, str]) -> None:
-        engine = make_engine(postgres_database.url)
-        try:
-            with session_scope(engine) as s:
-                got = []
-                for i, mailbox in enumerate(order):
-                    mail = make_mail(subject=f"Batch {w} mail {i}", sender=f"b{w}{i}@c.example")
-                    got.append(intake.receive(s, cfg, mailbox=mailbox, data=mail))
-                    if i == 0:
-                        both_took_a_turn.wait()
-                results[w] = got
-        except BaseException as exc:  # reported by the main thread
-            failures.append(exc)
-        finally:
-            engine.dispose()
-
-    threads = [
-        threading.Thread(target=batch, args=(0, ("support", "billing"))),
-        threading.Thread(target=batch, args=(1, ("billing", "support"))),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not failures, failures
-    outcomes = [r.outcome for w in (0, 1) for r in results[w]]
-    assert outcomes == ["new-ticket"] * 4
-    got = assignees(postgres_database.engine)
-    assert Counter(a in OPS for a in got) == {True: 2, False: 2}
-    assert len(set(got)) == 4  # each team's two turns went to two different agents
+    got = two_batches(postgres_database.url, cfg, (("support", "billing"), ("billing", "support")))
+    assert [r.outcome for r in got] == ["new-ticket"] * 4
+    owners = assignees(postgres_database.engine)
+    assert Counter(a in OPS for a in owners) == {True: 2, False: 2}
+    assert len(set(owners)) == 4  # each team's two turns went to two different agents
 
 
 # ---------------------------------------------------------------------------- least-loaded
@@ -255,6 +268,59 @@ def test_least_loaded_picks_the_agent_with_fewest_open_tickets(engine: Engine) -
             "actor": "system",
         }
     ]
+
+
+def test_least_loaded_counts_the_batch_own_new_tickets(engine: Engine) -> None:
+    """One transaction (a fetched batch) opening three billing tickets: one each, as
+    each pick sees the batch's earlier, uncommitted tickets."""
+    cfg = intake_config()
+    with session_scope(engine) as s:
+        for n in range(3):
+            mail = make_mail(subject=f"Refund {n}", sender=f"r{n}@client.example")
+            assert intake.receive(s, cfg, mailbox="billing", data=mail).outcome == "new-ticket"
+    assert assignees(engine) == list(BILLING)
+
+
+def test_least_loaded_with_two_concurrent_writers_is_still_even(database: Database) -> None:
+    """Two writers opening billing tickets at the same time: 40 each for the three agents."""
+    per_writer = 60
+    concurrent_writers(database.url, intake_config(), per_writer, mailbox="billing")
+    assert Counter(assignees(database.engine)) == dict.fromkeys(BILLING, 2 * per_writer // 3)
+
+
+def test_least_loaded_sees_the_picks_of_uncommitted_transactions(
+    postgres_database: Database,
+) -> None:
+    """Two daemons' batches each open a billing ticket and, before either commits, an
+    ops ticket (in opposite team order): four different agents, not the first of each
+    team twice; both complete, nothing quarantined (no lock waits for a commit)."""
+    cfg = intake_config(ops="least-loaded")
+    got = two_batches(postgres_database.url, cfg, (("billing", "support"), ("support", "billing")))
+    assert [r.outcome for r in got] == ["new-ticket"] * 4
+    owners = assignees(postgres_database.engine)
+    assert sorted(a for a in owners if a in BILLING) == sorted(BILLING[:2])
+    assert sorted(a for a in owners if a in OPS) == sorted(OPS[:2])
+
+
+def test_a_pick_rolled_back_is_forgotten(postgres_database: Database) -> None:
+    """A batch that picks carl and then fails (rolled back) leaves no load behind: the
+    next ticket goes to carl again."""
+    cfg = intake_config()
+    other = make_engine(postgres_database.url)
+
+    def doomed_batch() -> None:
+        with session_scope(other) as s:
+            mail = make_mail(subject="Doomed", sender="d@client.example")
+            intake.receive(s, cfg, mailbox="billing", data=mail)
+            raise RuntimeError("the batch fails before its commit")
+
+    try:
+        with pytest.raises(RuntimeError, match="fails before its commit"):
+            doomed_batch()
+    finally:
+        other.dispose()
+    new_ticket(postgres_database.engine, cfg, 1, mailbox="billing")
+    assert assignees(postgres_database.engine) == [BILLING[0]]
 
 
 # ---------------------------------------------------------------------------- rules

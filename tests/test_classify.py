@@ -12,8 +12,14 @@ from typing import Any
 import pytest
 
 from inboxd.mail import msgids
-from inboxd.mail.parse import parse
-from inboxd.tickets.classify import Classification, classify
+from inboxd.mail.parse import Address, parse
+from inboxd.tickets.classify import (
+    Classification,
+    classify,
+    contact_form,
+    is_machine_address,
+    requester,
+)
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
@@ -465,6 +471,152 @@ def test_machine_sender_local_part_alone(local: str, kind: str) -> None:
     assert run(mail(f"From: {local}@service.example\nSubject: hi\nAuto-Submitted: no")).kind == (
         "human"
     )
+
+
+# -- web contact forms ----------------------------------------------------------------------------
+
+
+def form(
+    sender: str, reply_to: str, extra: str = "", subject: str = "New message from site"
+) -> bytes:
+    headers = f"From: {sender}\nTo: support@desk.example\nSubject: {subject}\nReply-To: {reply_to}"
+    return mail(
+        headers + (f"\n{extra}" if extra else ""), "Name: Jane\nMessage: my order is late\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "My Shop <wordpress@myshop.example>",  # Contact Form 7's default sender
+        "Typeform <no-reply@typeform.example>",
+        "Shopify <mailer@shopify.example>",
+        "noreply@forms.example",
+        "do-not-reply@site.example",
+    ],
+)
+def test_contact_form_is_human_and_the_customer_is_the_reply_to(sender: str) -> None:
+    raw = form(sender, "Jane Doe <Jane@Customer.example>")
+    result = run(raw)
+    assert result.kind == "human"
+    assert result.may_acknowledge is True
+    parsed = parse(raw)
+    assert requester(parsed, own_addresses=OURS) == Address("jane@customer.example", "Jane Doe")
+    assert contact_form(parsed, own_addresses=OURS) == Address("jane@customer.example", "Jane Doe")
+
+
+def test_contact_form_reason_names_the_customer() -> None:
+    result = run(form("noreply@forms.example", "jane@customer.example"))
+    assert result.reasons == (
+        "contact form: sender noreply@forms.example, customer jane@customer.example in Reply-To",
+    )
+
+
+def test_plain_mail_keeps_from_as_requester_even_with_a_reply_to() -> None:
+    """A person's own Reply-To (a private address) does not make a contact form."""
+    raw = mail(HUMAN_HEADERS + "\nReply-To: carol.private@home.example")
+    assert run(raw).kind == "human"
+    parsed = parse(raw)
+    assert contact_form(parsed) is None
+    assert requester(parsed) == parsed.from_
+    no_reply_to = parse(mail("From: noreply@forms.example\nSubject: hi"))
+    assert requester(no_reply_to) == no_reply_to.from_
+
+
+@pytest.mark.parametrize(
+    ("sender", "reply_to", "extra", "subject", "kind"),
+    [
+        # RFC 3834 and friends: a strong signal wins whatever Reply-To says.
+        (
+            "noreply@shop.example",
+            "jane@customer.example",
+            "Auto-Submitted: auto-replied",
+            None,
+            "auto-reply",
+        ),
+        ("noreply@shop.example", "jane@customer.example", "X-Autoreply: yes", None, "auto-reply"),
+        # A vacation message from a no-reply robot is still one.
+        (
+            "noreply@shop.example",
+            "jane@customer.example",
+            "",
+            "Out of office: back Monday",
+            "auto-reply",
+        ),
+        # Bounces, however they are addressed.
+        (
+            "MAILER-DAEMON@mx.example",
+            "jane@customer.example",
+            "",
+            "Undelivered Mail Returned to Sender",
+            "bounce",
+        ),
+        ("mailer-daemon@mx.example", "jane@customer.example", "", None, "bounce"),
+        # The shop's own machine mail answering through its own support desk.
+        ("no-reply@mail.shop.example", "support@shop.example", "", None, "auto-reply"),
+        # Reply-To is another robot, or us.
+        ("no-reply@shop.example", "noreply@other.example", "", None, "auto-reply"),
+        ("no-reply@shop.example", "support@desk.example", "", None, "auto-reply"),
+        # Newsletters and old vacation programs.
+        (
+            "noreply@shop.example",
+            "jane@customer.example",
+            "List-Unsubscribe: <mailto:u@x>",
+            None,
+            "bulk",
+        ),
+        ("noreply@shop.example", "jane@customer.example", "Precedence: bulk", None, "auto-reply"),
+        # A display name that is an address other than Reply-To: phishing, not a form
+        # (mail-parser corpus mail_test_15 is one).
+        (
+            '"ceo@firm.example" <do-not-reply@gov.example>',
+            "ceo@flrm.example",
+            "",
+            None,
+            "auto-reply",
+        ),
+    ],
+)
+def test_machine_mail_with_a_reply_to_keeps_its_kind(
+    sender: str, reply_to: str, extra: str, subject: str | None, kind: str
+) -> None:
+    raw = form(sender, reply_to, extra, subject or "Your order")
+    assert run(raw).kind == kind
+
+
+def test_contact_form_with_the_customer_named_in_the_display_name() -> None:
+    """Some forms send as "jane@customer.example <wordpress@site>": the same person."""
+    raw = form('"jane@customer.example" <wordpress@site.example>', "jane@customer.example")
+    assert run(raw).kind == "human"
+    assert requester(parse(raw)) == Address("jane@customer.example")
+
+
+def test_machine_addresses() -> None:
+    for addr in (
+        "noreply@x.example",
+        "No-Reply+7@x.example",
+        "wordpress@x.example",
+        "mailer-daemon@x.example",
+        "postmaster@x.example",
+    ):
+        assert is_machine_address(addr), addr
+    for addr in ("jane@x.example", "support@x.example", "noreply.jane@x.example"):
+        assert not is_machine_address(addr), addr
+
+
+@needs_corpus
+def test_corpus_contact_form_is_human_and_for_the_visitor() -> None:
+    """A TYPO3 contact form from a French town hall's site (imap_tools corpus)."""
+    raw = (CORPUS / "imap_tools" / "messages" / "text_with_content_id.eml").read_bytes()
+    assert run(raw, own_addresses=frozenset()).kind == "human"
+    assert requester(parse(raw)) == Address("emmanuellehelou@orange.fr", "HELOU")
+
+
+@needs_corpus
+def test_corpus_phishing_dressed_as_a_form_stays_auto_reply() -> None:
+    raw = (CORPUS / "mail-parser" / "mails" / "mail_test_15").read_bytes()
+    assert run(raw, own_addresses=frozenset()).kind == "auto-reply"
+    assert contact_form(parse(raw)) is None
 
 
 # -- flufl.bounce corpus --------------------------------------------------------------------------

@@ -169,6 +169,131 @@ def test_from_without_angle_brackets_is_salvaged() -> None:
     assert parsed.from_.name == "Big Bug"
 
 
+def _from(header: str, *more: str) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:
+    """(name, addr) of the sender and the Reply-To list of a mail whose From and
+    Reply-To are `header` (`more`: further From headers)."""
+    extra = "".join(f"From: {m}\n" for m in more)
+    parsed = parse(mail(f"From: {header}\n{extra}Reply-To: {header}\nSubject: x\n\nx\n"))
+    sender = (parsed.from_.name, parsed.from_.addr) if parsed.from_ else None
+    return sender, [(a.name, a.addr) for a in parsed.reply_to]
+
+
+def _b64(text: str) -> str:
+    return "=?utf-8?b?" + base64.b64encode(text.encode()).decode() + "?="
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("=?utf-8?q?Support=3A_Jane?= <jane@example.com>", "Support: Jane"),
+        (_b64("Support: Jane") + " <jane@example.com>", "Support: Jane"),
+        (_b64("Doe, Jane") + " <jane@example.com>", "Doe, Jane"),
+        (_b64('Jane "JJ" Doe') + " <jane@example.com>", 'Jane "JJ" Doe'),
+        (_b64("a; b") + " <jane@example.com>", "a; b"),
+        (
+            _b64("Évelyne: Support; Ventes, Paris") + " <jane@example.com>",
+            "Évelyne: Support; Ventes, Paris",
+        ),
+        ("Acme =?utf-8?q?Support=3A?= <jane@example.com>", "Acme Support:"),
+        # Sloppy encoders leave specials raw inside the encoded word (RFC 2047 5(3)
+        # forbids it; PHP mailers do it): still one display name, still the sender.
+        ("=?utf-8?q?Support:_Jane?= <jane@example.com>", "Support: Jane"),
+        ("=?utf-8?q?Doe,_Jane?= <jane@example.com>", "Doe, Jane"),
+        ("=?utf-8?q?a;b?= <jane@example.com>", "a;b"),
+        ('=?utf-8?q?Jane_"JJ"?= <jane@example.com>', 'Jane "JJ"'),
+        # Quoted, encoded inside the quotes (not allowed, widely sent and read).
+        ('"=?utf-8?q?Support=3A_Jane?=" <jane@example.com>', "Support: Jane"),
+        # No angle brackets: the name in a comment, or before the address.
+        ("jane@example.com (=?utf-8?q?Support=3A_Jane?=)", "Support: Jane"),
+        ("=?utf-8?q?Support=3A_Jane?= jane@example.com", "Support: Jane"),
+        # Folded between the name and the address.
+        ("=?utf-8?q?Support=3A_Jane?=\n <jane@example.com>", "Support: Jane"),
+    ],
+)
+def test_encoded_display_name_with_specials_keeps_the_sender(header: str, name: str) -> None:
+    """The header is split into mailboxes first and each name decoded after: a decoded
+    ":" "," ";" or quote never splits the sender into a group or two addresses."""
+    sender, reply_to = _from(header)
+    assert sender == (name, "jane@example.com")
+    assert reply_to == [(name, "jane@example.com")]
+
+
+def test_an_address_shaped_display_name_is_never_the_sender() -> None:
+    """``ceo@firm.example <no-reply@x>``: the mail comes from the address in brackets, the
+    name only says otherwise (phishing); encoded or not, quoted or not."""
+    for header in (
+        "ceo@firm.example <noreply@gov.example>",
+        '"ceo@firm.example" <noreply@gov.example>',
+        "=?utf-8?q?ceo=40firm=2Eexample?= <noreply@gov.example>",
+        _b64("Boss <ceo@firm.example>") + " <noreply@gov.example>",
+    ):
+        sender, _ = _from(header)
+        assert sender is not None and sender[1] == "noreply@gov.example", header
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        # Groups: the group's name is nobody; its members are addresses; an empty group
+        # (undisclosed-recipients) is none.
+        (
+            "Team: jane@example.com, Bob <bob@example.com>;",
+            [("", "jane@example.com"), ("Bob", "bob@example.com")],
+        ),
+        (
+            "Team: " + _b64("Doe, Jane") + " <jane@example.com>;, carl@example.com",
+            [("Doe, Jane", "jane@example.com"), ("", "carl@example.com")],
+        ),
+        ("undisclosed-recipients:;", []),
+        ("=?utf-8?q?Kunden=3A?=:;", []),
+        # Missing angle brackets, bare and with a name before.
+        ("jane@example.com", [("", "jane@example.com")]),
+        ("Big Bug bb@bug.com", [("Big Bug", "bb@bug.com")]),
+        # Two mailboxes with no comma between them (enmime's malformed sample).
+        (
+            "Bob Dunite <bob@extern> Bobby Dunite <bobby@extern>",
+            [("Bob Dunite", "bob@extern"), ("Bobby Dunite", "bobby@extern")],
+        ),
+        # Comments and folding inside the brackets, a source route.
+        ("John Doe <jdoe@machine(comment).  example>", [("John Doe", "jdoe@machine.example")]),
+        ("<@relay.example,@gw.example:jane@example.com>", [("", "jane@example.com")]),
+        ("(Jane Doe) <jane@example.com>", [("Jane Doe", "jane@example.com")]),
+        ('"Doe, Jane \\"JJ\\"" <jane@example.com>', [('Doe, Jane "JJ"', "jane@example.com")]),
+        ('"system administrator"@example.com', [("", '"system administrator"@example.com')]),
+        # Nothing to write to.
+        ("<>", []),
+        ("foo", []),
+        ("@example.com", []),
+        ("<postmaster\\@example.com@relay.example>", []),
+        # An unclosed bracket or quote: what can be read, without a crash.
+        ("Jane <jane@example.com", [("Jane", "jane@example.com")]),
+        ('"Jane <jane@example.com>', [("Jane", "jane@example.com")]),
+    ],
+)
+def test_hostile_address_headers(header: str, expected: list[tuple[str, str]]) -> None:
+    _, reply_to = _from(header)
+    assert reply_to == expected
+
+
+def test_first_of_several_from_headers_is_the_sender() -> None:
+    sender, _ = _from(
+        "=?utf-8?q?Support=3A_Jane?= <jane@example.com>",
+        "=?utf-8?q?Support=3A_Bob?= <bob@example.com>",
+    )
+    assert sender == ("Support: Jane", "jane@example.com")
+
+
+def test_raw_8bit_display_name_is_decoded_after_splitting() -> None:
+    """A Latin-1 name sent raw (no RFC 2047), with a comma: one mailbox, readable."""
+    raw = (
+        b"From: Wilhelmsen, H\xe5vard <hw@nordkapp.example>\r\nSubject: x\r\n"
+        b"Content-Type: text/plain; charset=iso-8859-1\r\n\r\nH\xe5vard\r\n"
+    )
+    parsed = parse(raw)
+    assert parsed.from_ is not None
+    assert (parsed.from_.name, parsed.from_.addr) == ("H\u00e5vard", "hw@nordkapp.example")
+
+
 # -- date -----------------------------------------------------------------------------------------
 
 

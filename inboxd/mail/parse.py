@@ -5,10 +5,14 @@ Pure: bytes in, objects out. Anything the parser cannot make sense of raises
 
 The bytes are parsed once, by the stdlib feed parser (compat32), and that one
 `email.message.Message` is handed to mail-parser (`MailParser(message)` is
-exactly what `mailparser.parse_from_bytes` does), which supplies the addresses
-and the defect report. Everything mail-parser gets wrong for a ticketing system
-is read from the same `Message` object, not from a second parse:
+exactly what `mailparser.parse_from_bytes` does), which supplies the defect
+report. Everything mail-parser gets wrong for a ticketing system is read from
+the same `Message` object, not from a second parse:
 
+- addresses: each raw header is split into mailboxes first (quotes, comments,
+  angle brackets, groups and encoded words respected) and each display name
+  decoded after; decoding first (mail-parser before 4.8) turns
+  ``=?utf-8?q?Support=3A_Jane?= <jane@x>`` into a group and loses the sender;
 - the Date keeps the sender's own UTC offset (mail-parser converts to UTC and
   reports the offset as a float-ish string);
 - header text is decoded with a tolerant RFC 2047 decoder (adjacent encoded
@@ -21,8 +25,8 @@ is read from the same `Message` object, not from a second parse:
   is an attachment, not body), HTML converted by `inboxd.mail.text` when there
   is no plain text.
 
-When mail-parser raises (4.8 does on some DSNs) the addresses come from the
-stdlib instead and the failure is listed in `defects`.
+When mail-parser raises (4.8 does on some DSNs) the stdlib's defects are listed
+instead, with the failure.
 """
 
 from __future__ import annotations
@@ -516,53 +520,214 @@ def _attachment(part: Message, index: int, hint: str | None) -> tuple[Attachment
 # -- addresses and dates ----------------------------------------------------------------
 
 
-# Address headers read from the first occurrence by mail-parser; the stdlib
-# reads repeated headers (imap_tools and mail clients merge them) and serves as
-# the fallback when mail-parser failed on the message.
-_MAILPARSER_ATTR = {"from": "from_", "to": "to", "cc": "cc", "reply-to": "reply_to"}
+# The address headers ParsedMail carries. Repeated headers are read too (imap_tools and
+# mail clients merge them).
+_ADDRESS_HEADERS = frozenset({"from", "to", "cc", "reply-to"})
+_SIMPLE_ADDR = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+")
+_QUOTED_LOCAL = re.compile(r'^"[^"\\]*"@')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+_BAD_IN_ADDR = re.compile(r"[\s<>()\[\]\\,;:\"]")
 _ADDR_SPEC = re.compile(r"[^\s<>()\[\],;:\"'@]+@[^\s<>()\[\],;:\"'@]+")
+
+
+@dataclass(slots=True)
+class _Item:
+    """One top-level entry of an address list, still undecoded."""
+
+    text: list[str] = field(default_factory=list)  # outside angle brackets, since the last one
+    mailboxes: list[tuple[str, str]] = field(default_factory=list)  # (text before, <inside>)
+
+    def __bool__(self) -> bool:
+        return bool(self.mailboxes) or bool("".join(self.text).strip())
+
+
+def _split_items(value: str) -> list[_Item]:
+    """Top-level entries of a raw address header, split before anything is decoded.
+
+    Commas and semicolons separate entries and a colon ends a group's name, but only
+    outside quoted strings, comments, angle brackets and RFC 2047 encoded words: an
+    encoded display name may decode to ``Support: Jane`` or ``Doe, Jane``, which must
+    never split it (decoding first and splitting after is how a sender gets lost).
+    """
+    items: list[_Item] = []
+    item = _Item()
+    i, n = 0, len(value)
+    while i < n:
+        ch = value[i]
+        if ch == "=" and value.startswith("=?", i):
+            word = _ENCODED_WORD.match(value, i)
+            if word is not None:
+                item.text.append(word.group(0))
+                i = word.end()
+                continue
+        if ch in '"(':
+            close = _skip_quoted(value, i) if ch == '"' else _skip_comment(value, i)
+            item.text.append(value[i:close])
+            i = close
+            continue
+        if ch == "<":
+            close = value.find(">", i + 1)
+            close = n if close < 0 else close
+            item.mailboxes.append(("".join(item.text), value[i + 1 : close]))
+            item.text = []
+            i = close + 1
+            continue
+        if ch in ",;":
+            items.append(item)
+            item = _Item()
+        elif ch == ":" and not item.mailboxes:
+            item = _Item()  # a group's display name ("Team: a@x, b@y;") is nobody's address
+        else:
+            item.text.append(ch)
+        i += 1
+    items.append(item)
+    return [it for it in items if it]
+
+
+def _skip_quoted(value: str, i: int) -> int:
+    """Index after the quoted string starting at `i` (the end of `value` if unclosed)."""
+    j = i + 1
+    while j < len(value):
+        if value[j] == "\\":
+            j += 2
+            continue
+        if value[j] == '"':
+            return j + 1
+        j += 1
+    return len(value)
+
+
+def _skip_comment(value: str, i: int) -> int:
+    """Index after the (possibly nested) comment starting at `i`."""
+    depth, j = 0, i
+    while j < len(value):
+        c = value[j]
+        if c == "\\":
+            j += 2
+            continue
+        depth += (c == "(") - (c == ")")
+        j += 1
+        if depth == 0:
+            return j
+    return len(value)
+
+
+def _item_pairs(item: _Item) -> list[tuple[str, str]]:
+    """(raw display name, addr-spec) pairs of one entry.
+
+    ``name <addr>``: the angle address, whatever the name looks like (an unquoted
+    ``ceo@firm.example <x@y>`` is a display name, never the sender); a name after the
+    brackets counts when there is none before. ``addr (name)`` and a bare ``addr``: the
+    stdlib reads them. ``Big Bug bb@bug.com``: the one address-looking word, the rest
+    as the name.
+    """
+    trailing = "".join(item.text).strip()
+    if item.mailboxes:
+        pairs = [(before.strip(), _addr_spec(inside)) for before, inside in item.mailboxes]
+        if trailing and not pairs[-1][0]:
+            pairs[-1] = (trailing, pairs[-1][1])
+        return pairs
+    if _SIMPLE_ADDR.fullmatch(trailing):
+        return [("", trailing)]
+    name, addr = email.utils.parseaddr(trailing)
+    probe = _QUOTED_LOCAL.sub("x@", addr)  # "system administrator"@example.com is one
+    if probe and not any(c.isspace() for c in probe) and probe.count("@") == 1:
+        return [(name, addr)]
+    found = _ADDR_SPEC.findall(trailing)
+    if len(found) == 1:
+        rest = re.sub(r"[<>\"]", " ", trailing.replace(found[0], " "))
+        return [(" ".join(rest.split()).strip("'"), found[0])]
+    return [("", a) for a in found]
+
+
+def _addr_spec(inside: str) -> str:
+    """What stands between angle brackets, without comments, folding or a source route
+    (``<@relay1,@relay2:user@host>``, RFC 5322 4.4)."""
+    if _SIMPLE_ADDR.fullmatch(inside):
+        return inside
+    out: list[str] = []
+    i = 0
+    while i < len(inside):
+        if inside[i] == "(":
+            i = _skip_comment(inside, i)
+            continue
+        if inside[i] == '"':  # a quoted local part keeps its spaces
+            close = _skip_quoted(inside, i)
+            out.append(inside[i:close])
+            i = close
+            continue
+        if not inside[i].isspace():
+            out.append(inside[i])
+        i += 1
+    return "".join(out).rpartition(":")[2]
+
+
+def _display_name(raw: str) -> str:
+    """A display name, still encoded, without quotes and quoted-pair backslashes.
+
+    Comments stay as written, ``Jane (Acme)``, and are the name when nothing else is:
+    ``(Jane) <j@x>``, ``j@x (Jane)``. Encoded words pass whole, so a quote inside one
+    (``=?utf-8?q?Jane_"JJ"?=``, sloppy but common) is not taken for a quoted string.
+    """
+    words: list[str] = []
+    comments: list[str] = []
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        word = _ENCODED_WORD.match(raw, i) if raw.startswith("=?", i) else None
+        if word is not None:
+            words.append(word.group(0))
+            i = word.end()
+        elif ch in '"(':
+            close = _skip_quoted(raw, i) if ch == '"' else _skip_comment(raw, i)
+            inner = _QUOTED_PAIR.sub(r"\1", raw[i + 1 : close - 1])
+            if ch == '"':
+                words.append(inner)
+            else:
+                comments.append(inner)
+                words.append(f"({inner})")
+            i = close
+        else:
+            words.append(ch)
+            i += 1
+    name = "".join(words).strip()
+    if name.startswith("(") and name.endswith(")") and len(comments) == 1:
+        return comments[0].strip()
+    return name
 
 
 def _address(name: str, addr: str, hint: str | None) -> Address | None:
     addr = _clean(one_line(_unescape_8bit(str(addr), hint))).lower()
-    if not addr:
-        return None
-    display = header_text(name, hint=hint).strip("\"' ")
+    local, _, domain = addr.rpartition("@")
+    quoted = len(local) > 2 and local[0] == local[-1] == '"'  # "system administrator"@x
+    if (
+        not local
+        or not domain
+        or _BAD_IN_ADDR.search(domain)
+        or (not quoted and (_BAD_IN_ADDR.search(local) or "@" in local))
+    ):
+        return None  # "undisclosed-recipients", "@host", "a\\@b@c": nothing to write to
+    display = header_text(_display_name(name), hint=hint).strip()
+    if len(display) >= 2 and display[0] == display[-1] and display[0] in "\"'":
+        display = display[1:-1].strip()  # quotes inside an encoded word: '"Jane Doe"'
     return Address(addr=addr, name="" if display.lower() == addr else display)
 
 
-def _salvage(value: str, hint: str | None) -> list[tuple[str, str]]:
-    """Addresses in a header no parser could read, e.g. ``Big Bug bb@bug.com``."""
-    text = header_text(value, hint=hint)
-    found = _ADDR_SPEC.findall(text)
-    if len(found) == 1:
-        return [(text.replace(found[0], " ").strip(" \"'<>,;"), found[0])]
-    return [("", addr) for addr in found]
+def _address_list(values: list[str], hint: str | None) -> tuple[Address, ...]:
+    """Every address of every occurrence of a header, once each, in order.
 
-
-def _address_list(
-    parser: mailparser.MailParser | None,
-    header: str,
-    values: list[str],
-    hint: str | None,
-) -> tuple[Address, ...]:
-    pairs: list[tuple[str, str]] = []
-    for occurrence, value in enumerate(values):
-        if occurrence == 0 and parser is not None:
-            found = [(str(n), str(a)) for n, a in getattr(parser, _MAILPARSER_ATTR[header]) or ()]
-        else:
-            found = email.utils.getaddresses([value])
-        found = [(n, a) for n, a in found if a.strip()]
-        if not found and "@" in value and "<" not in value:
-            found = _salvage(value, hint)
-        pairs.extend(found)
+    Split on the raw value, then the display names decoded one by one (see
+    `_split_items`).
+    """
     result: list[Address] = []
     seen: set[str] = set()
-    for name, addr in pairs:
-        address = _address(name, addr, hint)
-        if address is not None and address.addr not in seen:
-            seen.add(address.addr)
-            result.append(address)
+    for value in values:
+        for item in _split_items(value):
+            for name, addr in _item_pairs(item):
+                address = _address(name, addr, hint)
+                if address is not None and address.addr not in seen:
+                    seen.add(address.addr)
+                    result.append(address)
     return tuple(result)
 
 
@@ -665,7 +830,7 @@ def _build(raw: bytes, message: Message) -> ParsedMail:
     for name, value in raw_headers:
         key = name.strip().lower()
         headers.setdefault(key, []).append(header_text(value, hint=hint))
-        if key in _MAILPARSER_ATTR:
+        if key in _ADDRESS_HEADERS:
             raw_addresses.setdefault(key, []).append(str(value))
 
     def first(name: str) -> str | None:
@@ -675,7 +840,7 @@ def _build(raw: bytes, message: Message) -> ParsedMail:
     defects.extend(_mailparser_defects(parser) if parser else _stdlib_defects(message))
 
     def addresses(header: str) -> tuple[Address, ...]:
-        return _address_list(parser, header, raw_addresses.get(header, []), hint)
+        return _address_list(raw_addresses.get(header, []), hint)
 
     raw_date = first("date")
     date = parse_date(raw_date)

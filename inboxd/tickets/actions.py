@@ -29,6 +29,7 @@ from inboxd.errors import Forbidden, InboxdError, NotFound
 from inboxd.mail import compose
 from inboxd.models import Message, Participant, Ticket, TicketTag
 from inboxd.tickets import assignment, events, notify, sla, survey, tokens
+from inboxd.tickets.classify import is_machine_address
 
 if TYPE_CHECKING:
     from inboxd.config import Settings
@@ -175,6 +176,15 @@ def _must_lead(who: Agent, ticket: Ticket, doing: str) -> None:
         )
 
 
+def _changed(
+    session: Session, ticket: Ticket, *, actor: str, now: datetime, kind: str, **data: Any
+) -> None:
+    """`actor` changed `ticket`: stamp it updated and record the event that says how."""
+    assert ticket.id is not None
+    ticket.updated_at = now
+    events.record(session, ticket_id=ticket.id, at=now, actor=actor, kind=kind, **data)
+
+
 # -- reply and note -----------------------------------------------------------------------
 
 
@@ -258,12 +268,12 @@ def reply(
         _list_attachments(session, row.message_id, attachments)
     claimed = ticket.assignee is None
     if claimed:
-        _set_assignee(session, who, ticket, who.address, now=now, how="reply")
-    events.record(
+        _set_assignee(session, ticket, who.address, actor=who.address, now=now, how="reply")
+    _changed(
         session,
-        ticket_id=ticket.id,
-        at=now,
+        ticket,
         actor=who.address,
+        now=now,
         kind="replied",
         message_id=row.message_id,
         outbox=row.id,
@@ -330,7 +340,8 @@ def _references(parent: Message | None) -> list[str]:
 
 
 def _cc(session: Session, settings: Settings, ticket: Ticket) -> list[str]:
-    """The ticket's other participants: never the customer, our own addresses or agents."""
+    """The ticket's other participants: never the customer, our own addresses, agents, or
+    a machine nobody reads (a contact form's ``noreply@`` sender, a mailer daemon)."""
     assert ticket.id is not None
     ours = set(settings.agents()) | {t.address for t in settings.teams if t.address}
     customer = (ticket.customer_addr or "").lower()
@@ -341,7 +352,12 @@ def _cc(session: Session, settings: Settings, ticket: Ticket) -> list[str]:
         .order_by(col(Participant.id))
     ).all():
         addr = address.lower()
-        if addr == customer or addr in ours or settings.mailbox_for(addr) is not None:
+        if (
+            addr == customer
+            or addr in ours
+            or settings.mailbox_for(addr) is not None
+            or is_machine_address(addr)
+        ):
             continue
         try:
             compose.address(addr)
@@ -409,10 +425,7 @@ def note(session: Session, *, who: Agent, ticket_id: int, text: str, now: dateti
     session.flush()
     assert msg.id is not None
     ticket.message_count += 1
-    ticket.updated_at = now
-    events.record(
-        session, ticket_id=ticket.id, at=now, actor=who.address, kind="note", message=msg.id
-    )
+    _changed(session, ticket, actor=who.address, now=now, kind="note", message=msg.id)
     return Noted(ticket.id, msg.id)
 
 
@@ -420,17 +433,22 @@ def note(session: Session, *, who: Agent, ticket_id: int, text: str, now: dateti
 
 
 def _set_assignee(
-    session: Session, who: Agent, ticket: Ticket, assignee: str | None, *, now: datetime, how: str
+    session: Session,
+    ticket: Ticket,
+    assignee: str | None,
+    *,
+    actor: str,
+    now: datetime,
+    how: str,
 ) -> None:
-    assert ticket.id is not None
+    """Give `ticket` to `assignee` (None: the team queue); the event names both."""
     previous = ticket.assignee
     ticket.assignee = assignee
-    ticket.updated_at = now
-    events.record(
+    _changed(
         session,
-        ticket_id=ticket.id,
-        at=now,
-        actor=who.address,
+        ticket,
+        actor=actor,
+        now=now,
         kind="assigned",
         assignee=assignee,
         previous=previous,
@@ -447,7 +465,7 @@ def claim(session: Session, *, who: Agent, ticket_id: int, now: datetime) -> Cha
         return Changed(ticket.id, "assignee", who.address, who.address, False)
     _may_work(who, ticket, "claim it")
     old = ticket.assignee
-    _set_assignee(session, who, ticket, who.address, now=now, how="claim")
+    _set_assignee(session, ticket, who.address, actor=who.address, now=now, how="claim")
     return Changed(ticket.id, "assignee", old, who.address, True)
 
 
@@ -482,7 +500,7 @@ def assign(
     else:
         _may_work(who, ticket, "assign it")
     old = ticket.assignee
-    _set_assignee(session, who, ticket, target, now=now, how="manual")
+    _set_assignee(session, ticket, target, actor=who.address, now=now, how="manual")
     if target is not None:
         notify.assigned(
             session, settings=settings, ticket=ticket, agent=target, actor=who.address, now=now
@@ -514,34 +532,24 @@ def transfer(
     _may_work(who, ticket, f"transfer it to {team}")
     old = ticket.team
     ticket.team = team
-    ticket.updated_at = now
     spec = settings.team(team)
     previous = ticket.assignee
     chosen = assignment.choose(
         session, assignment.TeamSpec(spec.name, tuple(spec.members), spec.assignment)
     )
-    ticket.assignee = chosen
-    events.record(
+    ticket.assignee = None
+    _changed(
         session,
-        ticket_id=ticket.id,
-        at=now,
+        ticket,
         actor=who.address,
+        now=now,
         kind="transferred",
         old=old,
         new=team,
         previous_assignee=previous,
     )
     if chosen is not None:
-        events.record(
-            session,
-            ticket_id=ticket.id,
-            at=now,
-            actor=events.SYSTEM,
-            kind="assigned",
-            assignee=chosen,
-            previous=None,
-            strategy=spec.assignment,
-        )
+        _set_assignee(session, ticket, chosen, actor=events.SYSTEM, now=now, how=spec.assignment)
         notify.assigned(
             session, settings=settings, ticket=ticket, agent=chosen, actor=who.address, now=now
         )
@@ -580,7 +588,6 @@ def _change_status(
     assert ticket.id is not None
     sla.on_status_change(session, ticket=ticket, settings=settings, old=old, new=new, now=now)
     ticket.status = new
-    ticket.updated_at = now
     if new == "resolved" and ticket.resolved_at is None:
         ticket.resolved_at = now
     if new == "closed":
@@ -589,9 +596,7 @@ def _change_status(
         ticket.resolved_at = None
         ticket.closed_at = None
         ticket.reopened += 1
-    events.record(
-        session, ticket_id=ticket.id, at=now, actor=who.address, kind="status", old=old, new=new
-    )
+    _changed(session, ticket, actor=who.address, now=now, kind="status", old=old, new=new)
     if new == "resolved":
         secret = tokens.reply_secret(session, settings.inboxd.secret())
         survey.maybe_send(session, settings=settings, ticket=ticket, secret=secret, now=now)
@@ -636,16 +641,7 @@ def set_priority(
         return Changed(ticket.id, "priority", old, priority, False)
     _may_work(who, ticket, "change its priority")
     ticket.priority = priority
-    ticket.updated_at = now
-    events.record(
-        session,
-        ticket_id=ticket.id,
-        at=now,
-        actor=who.address,
-        kind="priority",
-        old=old,
-        new=priority,
-    )
+    _changed(session, ticket, actor=who.address, now=now, kind="priority", old=old, new=priority)
     return Changed(ticket.id, "priority", old, priority, True)
 
 
@@ -694,16 +690,7 @@ def tag(
                 col(TicketTag.ticket_id) == ticket.id, col(TicketTag.tag).in_(removed)
             )
         )
-    ticket.updated_at = now
-    events.record(
-        session,
-        ticket_id=ticket.id,
-        at=now,
-        actor=who.address,
-        kind="tags",
-        added=added,
-        removed=removed,
-    )
+    _changed(session, ticket, actor=who.address, now=now, kind="tags", added=added, removed=removed)
     return Changed(ticket.id, "tags", sorted(before), sorted(after), True)
 
 

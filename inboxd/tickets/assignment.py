@@ -4,15 +4,23 @@ Round-robin keeps its position in the `team` row and reads it under a row lock
 (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serialises
 writers), so the rotation stays fair across restarts and across several daemons.
 On PostgreSQL the turn is taken in a short transaction of its own (see
-`_next_in_rotation`). Least-loaded takes no lock: two writers at the same instant may
-pick the same agent, and the next pick, counting again, evens it out.
+`_next_in_rotation`).
+
+Least-loaded counts open tickets. On SQLite the count and the new ticket share the
+writer's transaction, which `BEGIN IMMEDIATE` serialises: nothing to add. On PostgreSQL
+two daemons counting at once would not see each other's new, uncommitted tickets and
+could both pick the same agent; `_least_loaded_pg` closes that gap without holding a
+lock until the caller commits (see there).
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, func
+from sqlalchemy import Connection, bindparam, func, text
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -89,12 +97,87 @@ _PG_ADD_TEAM = pg_insert(Team.__table__).on_conflict_do_nothing()  # type: ignor
 
 
 def _least_loaded(session: Session, team: TeamSpec) -> str:
-    counts = dict(
-        session.exec(
-            select(Ticket.assignee, func.count())
-            .where(col(Ticket.assignee).in_(team.members), col(Ticket.status).in_(OPEN_STATUSES))
-            .group_by(Ticket.assignee)
-        ).all()
-    )
-    # Fewest open tickets; ties go to the member listed first, so the choice is stable.
-    return min(team.members, key=lambda m: (counts.get(m, 0), team.members.index(m)))
+    """The member with the fewest open tickets; ties go to the member listed first."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _least_loaded_pg(session, team)
+    return _fewest(team, _open_counts(session, team))
+
+
+def _open_counts(session: Session, team: TeamSpec) -> Counter[str]:
+    """Open tickets per member, as the caller's transaction sees them (its own new
+    tickets included: `session.exec` flushes pending changes first)."""
+    rows = session.exec(
+        select(Ticket.assignee, func.count())
+        .where(col(Ticket.assignee).in_(team.members), col(Ticket.status).in_(OPEN_STATUSES))
+        .group_by(Ticket.assignee)
+    ).all()
+    return Counter({assignee: n for assignee, n in rows if assignee is not None})
+
+
+def _fewest(team: TeamSpec, counts: Counter[str]) -> str:
+    # Ties go to the member listed first, so the choice is stable.
+    return min(team.members, key=lambda m: (counts[m], team.members.index(m)))
+
+
+def _least_loaded_pg(session: Session, team: TeamSpec) -> str:
+    """Least-loaded on PostgreSQL, safe against concurrent writers.
+
+    Every pick is announced by a shared transaction-level advisory lock that the
+    picking transaction holds until it ends: keyed (team and agent, pick number), so
+    `pg_locks` lists one row per pick not yet committed, however many a batch makes.
+    A pick counts open tickets as its transaction sees them plus the picks other
+    transactions still hold. Picks of a team are serialised by the team row's lock,
+    taken in a short transaction of its own and released as soon as this pick is
+    announced: no lock waits for the caller's commit, so batches never wait on one
+    another nor deadlock across teams (the reason given in `_next_in_rotation`).
+
+    Exactly once: PostgreSQL makes a commit visible before it releases the committing
+    transaction's locks, and the locks are read before the tickets, so a pick whose
+    transaction commits meanwhile is counted twice at worst (a harmless overestimate),
+    never missed. A transaction that rolls back releases its picks with it.
+    """
+    keys = {_pick_key(team.name, m): m for m in team.members}
+    with session.get_bind().engine.begin() as mutex:
+        mutex.execute(_PG_ADD_TEAM, {"name": team.name, "active": True, "rr_last": None})
+        mutex.execute(_TEAM_LOCK, {"team": team.name})
+        conn = session.connection()
+        pending = conn.execute(_PENDING_PICKS, {"keys": list(keys)}).all()
+        counts = _open_counts(session, team)
+        for key, n in pending:
+            counts[keys[int(key)]] += n
+        agent = _fewest(team, counts)
+        key = _pick_key(team.name, agent)
+        signed = key - 2**32 if key >= 2**31 else key  # the int4 pg_locks shows unsigned
+        conn.execute(_ANNOUNCE_PICK, {"key": signed, "pick": _next_pick()})
+    return agent
+
+
+def _pick_key(team: str, agent: str) -> int:
+    """A stable 32-bit advisory lock key for (team, agent); a collision only overcounts.
+
+    Unsigned, as `pg_locks.classid` shows it.
+    """
+    digest = hashlib.blake2b(f"inboxd-pick\0{team}\0{agent}".encode(), digest_size=4)
+    return int.from_bytes(digest.digest(), "big")
+
+
+_pick_numbers = itertools.count()
+
+
+def _next_pick() -> int:
+    """Distinct second keys within a transaction, so every pick is a row in pg_locks."""
+    return next(_pick_numbers) % 2**31
+
+
+_TEAM_LOCK = sa_select(_T.name).where(_T.name == bindparam("team")).with_for_update()
+# Other transactions' announced picks in this database (ours are in our own tickets).
+_PENDING_PICKS = text(
+    "SELECT classid::bigint AS key, count(*) FROM pg_locks "
+    "WHERE locktype = 'advisory' AND objsubid = 2 AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND pid <> pg_backend_pid() AND classid::bigint = ANY(:keys) "
+    "GROUP BY classid"
+)
+_ANNOUNCE_PICK = text(
+    "SELECT pg_advisory_xact_lock_shared(CAST(:key AS integer), CAST(:pick AS integer))"
+)

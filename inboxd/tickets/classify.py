@@ -36,6 +36,12 @@ part makes ``auto-reply``. One exception: ``Precedence: bulk|junk`` with no
 weak auto-reply/bounce signal beats ``bulk``. A weak signal is ignored when the
 sender says a person wrote the mail: ``Auto-Submitted: no``.
 
+A web contact form (WordPress, Typeform, Shopify, ...) sends the visitor's words
+from a machine address (``noreply@``, ``wordpress@``) and puts the visitor in
+``Reply-To``. When the no-reply sender is the *only* signal and `contact_form`
+finds such a customer, the mail is ``human``; `requester` names who the ticket
+is for (the Reply-To customer), so acknowledgements and replies reach them.
+
 Bounce details come from the ``message/delivery-status`` fields when there are
 any (Original-Recipient before Final-Recipient, Action, Status,
 Diagnostic-Code), else from the notification text, cut where the returned
@@ -56,7 +62,7 @@ from email.parser import HeaderParser
 from typing import Literal
 
 from inboxd.mail import msgids
-from inboxd.mail.parse import ParsedMail, one_line
+from inboxd.mail.parse import Address, ParsedMail, one_line
 
 Kind = Literal["human", "auto-reply", "bounce", "bulk", "spam", "own"]
 
@@ -110,6 +116,24 @@ _DAEMON_LOCALS = frozenset(
 _NOREPLY_LOCALS = frozenset(
     {"noreply", "no-reply", "no_reply", "do-not-reply", "do_not_reply", "donotreply", "donot-reply"}
 )
+# Senders web forms use besides the no-reply family (WordPress's default is wordpress@).
+_FORM_LOCALS = _NOREPLY_LOCALS | frozenset(
+    {
+        "wordpress",
+        "mailer",  # Shopify
+        "ne-pas-repondre",
+        "nepasrepondre",
+        "forms",
+        "webform",
+        "contact-form",
+        "contactform",
+        "form-submission",
+        "formresponses",
+        "no-reply-forms",
+        "forms-noreply",
+    }
+)
+_DISPLAY_ADDRESS = re.compile(r"[^\s<>\"',;:@]+@[^\s<>\"',;:@]+\.[^\s<>\"',;:@]+")
 _DAEMON_NAME = re.compile(
     r"mail delivery (?:sub)?system|mailer[- _]?daemon|postmaster|delivery status notification",
     re.IGNORECASE,
@@ -168,6 +192,56 @@ def _local_part(addr: str) -> str:
 def _strip_tag(addr: str) -> str:
     local, _, domain = addr.lower().rpartition("@")
     return f"{local.split('+', 1)[0]}@{domain}" if local else addr.lower()
+
+
+def is_machine_address(addr: str) -> bool:
+    """A delivery system, no-reply or web-form sender: nobody reads mail sent there."""
+    local = _local_part(addr.lower()).split("+", 1)[0]
+    return local in _DAEMON_LOCALS or local in _FORM_LOCALS
+
+
+def _same_organisation(a: str, b: str) -> bool:
+    """One domain equals the other or is a subdomain of it (mail.shop.example, shop.example)."""
+    da, db = a.rpartition("@")[2].lower(), b.rpartition("@")[2].lower()
+    return da == db or da.endswith("." + db) or db.endswith("." + da)
+
+
+def contact_form(
+    mail: ParsedMail, *, own_addresses: frozenset[str] = frozenset()
+) -> Address | None:
+    """The customer a web contact form wrote for: the Reply-To of mail sent from a
+    no-reply or form address; None when the mail is not such a form.
+
+    Not a form (None): the sender is not a machine address; no Reply-To names someone
+    else than a machine, us, or the sender's own organisation (a shop's ``no-reply@``
+    answering through ``support@`` is the shop's mail, not a customer's); or the sender's
+    display name is an address other than that Reply-To (``"ceo@firm.example"
+    <no-reply@...>`` with Reply-To a look-alike domain is phishing, not a form).
+    """
+    sender = mail.from_
+    if sender is None or not mail.reply_to:
+        return None
+    if _local_part(sender.addr).split("+", 1)[0] not in _FORM_LOCALS:
+        return None
+    own = {_strip_tag(a) for a in own_addresses}
+    for candidate in mail.reply_to:
+        if (
+            "@" not in candidate.addr
+            or is_machine_address(candidate.addr)
+            or _strip_tag(candidate.addr) in own
+            or _same_organisation(candidate.addr, sender.addr)
+        ):
+            continue
+        named = {a.lower() for a in _DISPLAY_ADDRESS.findall(sender.name)}
+        if named and candidate.addr not in named:
+            return None
+        return candidate
+    return None
+
+
+def requester(mail: ParsedMail, *, own_addresses: frozenset[str] = frozenset()) -> Address | None:
+    """Who a ticket opened by `mail` is for: the customer behind a contact form, else From."""
+    return contact_form(mail, own_addresses=own_addresses) or mail.from_
 
 
 def _first_word(value: str | None) -> str:
@@ -708,6 +782,7 @@ def classify(
     bulk = list_reasons + ([f"Precedence: {precedence}"] if precedence in _PRECEDENCE_BULK else [])
     weak_kind: Kind | None = None
     weak: list[str] = []
+    noreply_only = False
     vetoed = _first_word(mail.header("auto-submitted")) == "no"  # the sender: a person wrote it
     if not vetoed:
         if local in _DAEMON_LOCALS:
@@ -716,8 +791,16 @@ def classify(
             weak_kind, weak = "auto-reply", [f"out-of-office subject {subject[:60]!r} (weak)"]
         elif local in _NOREPLY_LOCALS:
             weak_kind, weak = "auto-reply", [f"no-reply sender {sender} (weak)"]
+            noreply_only = True
     if bulk and (list_reasons or weak_kind is None):
         return Classification("bulk", tuple(bulk))
+    # A contact form: the no-reply sender is its only machine trait (no vacation subject,
+    # no Precedence), and the visitor is in Reply-To.
+    if not bulk and (weak_kind is None or noreply_only):
+        customer = contact_form(mail, own_addresses=own_addresses)
+        if customer is not None:
+            reason = f"contact form: sender {sender}, customer {customer.addr} in Reply-To"
+            return Classification("human", (reason,), None, may_acknowledge=True)
     if weak_kind == "bounce":
         report = report or _read_report(raw)
         body = body or _body_signals(mail, attachment_types)

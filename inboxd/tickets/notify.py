@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 from inboxd.errors import ConfigError
 from inboxd.mail import compose
 from inboxd.mail.text import reply_text
-from inboxd.models import Message, Outbox, Participant, Ticket
+from inboxd.models import Message, Participant, Ticket
 from inboxd.tickets import events, outbox, sla, templates
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ SUBJECTS: dict[What, str] = {
 
 def new_ticket(
     session: Session, *, settings: Settings, ticket: Ticket, now: datetime
-) -> list[Outbox]:
+) -> list[outbox.Queued]:
     """Tell the ticket's team a new ticket is in its queue, if it asked to be told."""
     team = _team(settings, ticket, "new-ticket")
     if team is None:
@@ -56,11 +56,7 @@ def new_ticket(
     recipients = [team.address] if team.address else list(team.members)
     if not recipients and team.lead:
         recipients = [team.lead]
-    first = session.exec(
-        select(Message)
-        .where(Message.ticket_id == ticket.id, Message.direction == "in")
-        .order_by(col(Message.received_at), col(Message.id))
-    ).first()
+    first = _first_inbound(session, ticket)
     return _send(
         session,
         settings=settings,
@@ -81,7 +77,7 @@ def customer_reply(
     ticket: Ticket,
     message: Message | ParsedMail,
     now: datetime,
-) -> list[Outbox]:
+) -> list[outbox.Queued]:
     """Tell the assignee that `message` (a customer's mail: the stored row or the parsed
     mail) joined their ticket."""
     team = _team(settings, ticket, "customer-reply")
@@ -115,16 +111,12 @@ def assigned(
     agent: str,
     actor: str,
     now: datetime,
-) -> list[Outbox]:
+) -> list[outbox.Queued]:
     """Tell `agent` that `actor` (an agent, or "system") gave them `ticket`."""
     team = _team(settings, ticket, "assigned")
     if team is None:
         return []
-    first = session.exec(
-        select(Message)
-        .where(Message.ticket_id == ticket.id, Message.direction == "in")
-        .order_by(col(Message.received_at), col(Message.id))
-    ).first()
+    first = _first_inbound(session, ticket)
     return _send(
         session,
         settings=settings,
@@ -156,6 +148,15 @@ def excerpt(text: str | None, *, limit: int = EXCERPT_CHARS) -> str:
     while "\n\n\n" in body:
         body = body.replace("\n\n\n", "\n\n")
     return body if len(body) <= limit else body[: limit - 1].rstrip() + "…"
+
+
+def _first_inbound(session: Session, ticket: Ticket) -> Message | None:
+    """The mail that opened the ticket: what a notification quotes."""
+    return session.exec(
+        select(Message)
+        .where(Message.ticket_id == ticket.id, Message.direction == "in")
+        .order_by(col(Message.received_at), col(Message.id))
+    ).first()
 
 
 def _team(settings: Settings, ticket: Ticket, what: What) -> Team | None:
@@ -225,7 +226,7 @@ def _send(
     actor: str | None,
     context: dict[str, Any],
     now: datetime,
-) -> list[Outbox]:
+) -> list[outbox.Queued]:
     if ticket.id is None:
         return []
     to = _recipients(recipients, _excluded(session, settings, ticket, actor))
@@ -239,7 +240,7 @@ def _send(
     subject = f"{settings.inboxd.tag(ticket.id)} {SUBJECTS[what]}: "
     subject += templates.plain(ticket.subject) or "(no subject)"
     hold = _hold_until(settings, team, now)
-    rows: list[Outbox] = []
+    rows: list[outbox.Queued] = []
     for recipient in to:
         try:
             body = templates.render(
