@@ -1,6 +1,7 @@
 """SLA sweep benchmark: the cost of one sweep over a large open backlog, on SQLite.
 
     python -m bench.sla [--tickets 100000] [--backlog 600] [--runs 3] [--seed 1] [--later 0]
+                        [--limit 1000]
 
 Generates N live tickets straight into a migrated SQLite database (Core INSERTs, no
 intake): created over the last 10 days, 80% on an office-hours policy (Europe/Oslo,
@@ -14,7 +15,8 @@ ordinary one). Then it measures, each on a fresh copy of the database:
   (a) baseline: the bare indexed SELECT of the due ids (`sla_check_at <= now`, ordered):
       the least any sweep must do;
   (b) `run_sweep` over the backlog: fire every due threshold, write its events and
-      escalation mails (notify-team, notify-lead), auto-resolve stale pending tickets;
+      escalation mails (notify-team, notify-lead), auto-resolve stale pending tickets,
+      in transactions of at most `--limit` tickets (the daemon's default: 1000);
   (c) `run_sweep` again 10 s later: the steady state the daemon pays every interval.
 
 Prints ms per sweep, per due ticket, and the ratio (b)/(a). A plain script, not a test.
@@ -162,7 +164,7 @@ def baseline_ms(url: str, runs: int) -> float:
 
 
 def sweep_ms(
-    settings: Settings, template: Path, work: Path, runs: int
+    settings: Settings, template: Path, work: Path, runs: int, limit: int
 ) -> tuple[float, float, sla.SweepResult]:
     """Median ms of the backlog sweep and of the steady-state one after it, on fresh copies."""
     backlog, steady = [], []
@@ -175,7 +177,7 @@ def sweep_ms(
         with engine.connect() as conn:
             conn.execute(due_ids()).all()  # the same warm cache as the baseline
         t0 = time.perf_counter()
-        result = sla.run_sweep(engine, settings, NOW)
+        result = sla.run_sweep(engine, settings, NOW, limit=limit)
         backlog.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         sla.run_sweep(engine, settings, NOW + timedelta(seconds=10))
@@ -190,6 +192,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=600, help="seconds of missed sweeps")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=1000, help="tickets per sweep transaction")
     parser.add_argument(
         "--later", type=int, default=0, help="minutes after the 13:00 burst (an ordinary sweep)"
     )
@@ -212,7 +215,9 @@ def main() -> None:
         due = generate(settings, url, args.tickets, timedelta(seconds=args.backlog), args.seed)
         gen_s = time.perf_counter() - t0
         base = baseline_ms(url, max(args.runs, 5))
-        backlog, steady, result = sweep_ms(settings, template, Path(tmp) / "work.db", args.runs)
+        backlog, steady, result = sweep_ms(
+            settings, template, Path(tmp) / "work.db", args.runs, args.limit
+        )
     print(f"tickets: {args.tickets} live, generated in {gen_s:.1f} s; due now: {due}")
     print(
         f"sweep fired {result.warnings} warnings, {result.breaches} breaches, "
@@ -222,8 +227,9 @@ def main() -> None:
     per = backlog / max(1, result.examined)
     print(f"baseline, bare indexed SELECT of the due ids: {base:9.2f} ms")
     print(f"run_sweep over the backlog:                   {backlog:9.2f} ms ({per:.3f} ms/ticket)")
-    batches = max(1, -(-result.examined // 1000))
-    print(f"  = {batches} transactions of <= 1000 tickets:   {backlog / batches:9.2f} ms each")
+    batches = max(1, -(-result.examined // args.limit))
+    label = f"  = {batches} transactions of <= {args.limit} tickets:"
+    print(f"{label:<46} {backlog / batches:9.2f} ms each")
     print(f"run_sweep 10 s later (steady state):          {steady:9.2f} ms")
     print(f"ratio backlog sweep / baseline:               {backlog / base:9.1f}")
 

@@ -8,42 +8,60 @@ engine. The same models and the same Alembic revisions serve both.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import DateTime, Engine, create_engine, event, inspect
-from sqlalchemy.engine import Dialect
-from sqlalchemy.pool import NullPool
-from sqlalchemy.types import TypeDecorator
-from sqlmodel import Session
+from typing import TYPE_CHECKING, Any
 
 from inboxd.errors import SchemaError
+
+# SQLAlchemy is imported where it is used: `inboxd ticket list` and `show` read through a
+# bare sqlite3 connection and must not pay for it (`UTCDateTime` is built on first use).
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.engine import Dialect
+    from sqlmodel import Session, SQLModel
 
 BUSY_TIMEOUT_MS = 30_000
 
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC in and out on every backend (SQLite hands back naive values otherwise)."""
+@cache
+def _utc_datetime() -> type[Any]:
+    from sqlalchemy import DateTime
+    from sqlalchemy.types import TypeDecorator
 
-    impl = DateTime(timezone=True)
-    cache_ok = True
+    class UTCDateTime(TypeDecorator[datetime]):
+        """Aware UTC in and out on every backend (SQLite hands back naive values otherwise)."""
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        # SQLite compares timestamps as text: store one fixed format without offset.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        impl = DateTime(timezone=True)
+        cache_ok = True
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=value.tzinfo or UTC).astimezone(UTC)
+        def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            value = value.astimezone(UTC)
+            # SQLite compares timestamps as text: store one fixed format without offset.
+            return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+        def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+            if value is None:
+                return None
+            return value.replace(tzinfo=value.tzinfo or UTC).astimezone(UTC)
+
+    UTCDateTime.__module__, UTCDateTime.__qualname__ = __name__, "UTCDateTime"
+    return UTCDateTime
+
+
+def __getattr__(name: str) -> Any:
+    """`UTCDateTime`, the column type, built (with SQLAlchemy) when first imported."""
+    if name == "UTCDateTime":
+        return _utc_datetime()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_sqlite(url: str) -> bool:
@@ -55,6 +73,9 @@ def make_engine(url: str, *, echo: bool = False, pooled: bool = True) -> Engine:
 
     `pooled=False` opens a connection per use (migrations, short CLI runs).
     """
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import NullPool
+
     if is_sqlite(url):
         engine = create_engine(
             url,
@@ -88,8 +109,44 @@ def _sqlite_begin_immediate(conn: Any) -> None:
 @contextlib.contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back on an exception."""
+    from sqlmodel import Session
+
     with Session(engine, expire_on_commit=False) as session, session.begin():
         yield session
+
+
+@contextlib.contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """A SAVEPOINT on the session's connection: the block's writes stay or go together.
+
+    Plain SQL on the driver's cursor: `Session.begin_nested` costs as much as a small
+    mail's INSERTs.
+    ORM changes made in the block are flushed inside it. On an exception the database
+    rolls back to the savepoint and the session forgets its objects, whose in-memory
+    state may hold changes the rollback undid; the exception propagates.
+    """
+    conn = session.connection()
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    name = f"inboxd_{next(_SAVEPOINTS)}"
+    try:
+        cursor.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+            if session.new or session.dirty or session.deleted:
+                session.flush()
+        except BaseException:
+            cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            cursor.execute(f"RELEASE SAVEPOINT {name}")
+            session.expunge_all()
+            raise
+        cursor.execute(f"RELEASE SAVEPOINT {name}")
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(exc, "SAVEPOINT", (), conn.dialect) from exc
+    finally:
+        cursor.close()
+
+
+_SAVEPOINTS = itertools.count(1)
 
 
 # -- migrations ---------------------------------------------------------------------
@@ -153,6 +210,8 @@ def require_schema(engine: Engine) -> None:
         raise SchemaError(f"cannot open the database: {_first_line(exc)}") from exc
     head = head_revision()
     if current is None:
+        from sqlalchemy import inspect
+
         if inspect(engine).get_table_names():
             raise SchemaError(
                 "the database has tables but no inboxd schema revision (run `inboxd db upgrade`)"
@@ -170,23 +229,142 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+class Prepared:
+    """A Core statement compiled once per dialect and parameter set, run on the DBAPI cursor.
+
+    The intake path runs a dozen small statements per mail; through
+    `Connection.execute` SQLAlchemy's per-call bookkeeping (cache keys, parameter
+    processing, result objects) costs several times what SQLite spends executing them.
+    This keeps SQLAlchemy's compiler and bind processors (JSON, aware datetimes) and
+    skips the rest. For INSERT/UPDATE/SELECT with plain bound values; results come back
+    as raw tuples (no result processing: select ids, numbers and text only). Driver
+    errors are raised as SQLAlchemy's, like any other statement's.
+    """
+
+    __slots__ = ("_make", "_plans")
+
+    def __init__(self, statement: Any | Callable[[str], Any]) -> None:
+        """`statement`, or a function of the dialect name that builds it (upserts differ)."""
+        self._make = statement if callable(statement) else (lambda _dialect: statement)
+        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
+
+    def rows(self, session: Session, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Execute once with `params`; the result rows (empty for a statement without)."""
+        conn = session.connection()
+        plan = self._plan(conn.dialect, tuple(params))
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        args = plan.arguments(params)
+        try:
+            cursor.execute(plan.sql, args)
+            return cursor.fetchall() if cursor.description else []
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(exc, plan.sql, args, conn.dialect) from exc
+        finally:
+            cursor.close()
+
+    def scalar(self, session: Session, params: dict[str, Any]) -> Any:
+        """The first column of the first row, or None."""
+        found = self.rows(session, params)
+        return found[0][0] if found else None
+
+    def many(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        """Execute once per row (executemany); every row has the same keys."""
+        if not rows:
+            return
+        conn = session.connection()
+        plan = self._plan(conn.dialect, tuple(rows[0]))
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        args = [plan.arguments(r) for r in rows]
+        try:
+            cursor.executemany(plan.sql, args)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(exc, plan.sql, args, conn.dialect) from exc
+        finally:
+            cursor.close()
+
+    def _plan(self, dialect: Dialect, keys: tuple[str, ...]) -> _Plan:
+        plan = self._plans.get((dialect.name, keys))
+        if plan is None:
+            compiled = self._make(dialect.name).compile(dialect=dialect, column_keys=list(keys))
+            plan = _Plan(
+                compiled.string,
+                tuple(compiled.positiontup) if compiled.positional else None,
+                dict(compiled._bind_processors),
+                # Literals of the statement itself (e.g. `kind == "ack"`) are binds too.
+                {
+                    name: bind.effective_value
+                    for name, bind in compiled.binds.items()
+                    if name not in keys and not bind.required
+                },
+            )
+            self._plans[(dialect.name, keys)] = plan
+        return plan
+
+
+def _wrapped(exc: Exception, sql: str, args: Any, dialect: Dialect) -> Exception:
+    from sqlalchemy.exc import DBAPIError
+
+    return DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    sql: str
+    order: tuple[str, ...] | None  # parameter names in placeholder order; None: named style
+    processors: dict[str, Callable[[Any], Any]]
+    literals: dict[str, Any]
+
+    def arguments(self, params: dict[str, Any]) -> Any:
+        procs = self.processors
+        merged = self.literals | params if self.literals else params
+        values = {k: procs[k](v) if k in procs else v for k, v in merged.items()}
+        return values if self.order is None else [values[k] for k in self.order]
+
+
 def insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
     """INSERT rows, skipping any that would violate a unique key (first writer wins).
 
-    Core, not the ORM: this runs several times per ingested mail. The statement has no
-    inline values, so SQLAlchemy compiles it once and reuses it.
+    Runs several times per ingested mail, hence `Prepared`.
     """
-    if not rows:
-        return
-    session.connection().execute(_insert_ignore_stmt(session.get_bind().dialect.name, model), rows)
+    if rows:
+        _insert_ignore_stmt(model).many(session, rows)
 
 
 @cache
-def _insert_ignore_stmt(dialect: str, model: type[Any]) -> Any:
+def _insert_ignore_stmt(model: type[Any]) -> Prepared:
+    return Prepared(lambda dialect: upsert(dialect, model).on_conflict_do_nothing())
+
+
+def upsert(dialect: str, model_or_table: Any) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT clauses (PostgreSQL's or SQLite's)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(model).on_conflict_do_nothing()
+        return pg_insert(model_or_table)
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    return sqlite_insert(model).on_conflict_do_nothing()
+    return sqlite_insert(model_or_table)
+
+
+@cache
+def _defaults_of(model: type[SQLModel]) -> tuple[tuple[str, Any, Any], ...]:
+    out = []
+    for column in model.__table__.columns:  # type: ignore[attr-defined]
+        if column.primary_key or column.computed is not None:  # the database fills these
+            continue
+        info = model.model_fields.get(column.name)
+        if info is None:
+            out.append((column.name, None, None))
+        else:
+            out.append(
+                (column.name, info.default_factory, None if info.is_required() else info.default)
+            )
+    return tuple(out)
+
+
+def model_defaults(model: type[SQLModel]) -> dict[str, Any]:
+    """Every column's Python-side default, for a Core INSERT that skips the model."""
+    return {
+        name: factory() if factory is not None else default
+        for name, factory, default in _defaults_of(model)
+    }

@@ -445,6 +445,32 @@ def test_concurrent_sweeps_fire_each_threshold_exactly_once(
     assert sum(r.breaches for r in results) == len(ids)
 
 
+def test_sweep_in_a_callers_session_keeps_its_tickets_current(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """The sweep writes with Core statements: a Ticket the caller holds is not left stale,
+    and the caller's own pending change is written, not lost."""
+    settings = make_settings(tmp_path, extra='[sla_defaults]\ndefault = "fast"\n')
+    start = datetime(2026, 4, 14, 10, tzinfo=UTC)
+    tid = receive(engine, cfg(settings, Clock(start)), mail()).ticket_id or 0
+    with session_scope(engine) as s:
+        held = s.get(Ticket, tid)
+        assert held is not None
+        held.category = "hardware"  # pending in the caller's session
+        result = sla.sweep(s, settings=settings, now=start + timedelta(hours=1))
+        assert (result.warnings, result.breaches) == (1, 1)
+        assert held.sla_fired == ["first_response:warning:0", "first_response:breach:0"]
+        assert (held.priority, held.team) == ("high", "billing")
+        assert held.sla_check_at == start + timedelta(hours=12)
+    t = ticket(engine, tid)
+    assert (t.category, t.priority, t.team, t.assignee) == (
+        "hardware",
+        "high",
+        "billing",
+        "carl@example.com",
+    )
+
+
 @pytest.mark.usefixtures("postgres")
 def test_sweep_skips_while_another_process_holds_it(
     tmp_path: Path, postgres_database: Database

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam, func
+from sqlalchemy import select as sa_select
+from sqlmodel import Session
 
+from inboxd.db import Prepared
 from inboxd.mail import compose
 from inboxd.models import Outbox, Ticket
 from inboxd.tickets import events, outbox, sla, templates
@@ -47,7 +48,7 @@ def acknowledge(
     now: datetime,
     agents: frozenset[str] = frozenset(),
     imported: bool = False,
-) -> Outbox | None:
+) -> outbox.Queued | None:
     """Queue the acknowledgement of the new `ticket` opened by `mail`, or record why not.
 
     `kind` is the classification of `mail`; call after the SLA clocks started (the
@@ -67,7 +68,7 @@ def acknowledge(
         mailbox=mailbox,
         now=now,
     )
-    message: EmailMessage | None = None
+    message: compose.Rendered | None = None
     if reason is None and mailbox is not None:
         try:
             message = _build(settings, ticket, mail, mailbox, secret=secret, now=now)
@@ -86,25 +87,9 @@ def acknowledge(
             reason=reason or "no mailbox",
         )
         return None
-    row = outbox.enqueue(
-        session,
-        kind="ack",
-        message=message,
-        smtp=mailbox.smtp,
-        now=now,
-        mailbox=mailbox.name,
-        ticket=ticket,
+    return outbox.queue_for_customer(
+        session, kind="ack", mail=message, mailbox=mailbox, ticket=ticket, now=now, event="ack-sent"
     )
-    events.record(
-        session,
-        ticket_id=ticket.id,
-        at=now,
-        actor=events.SYSTEM,
-        kind="ack-sent",
-        to=row.rcpt_key,
-        message_id=row.message_id,
-    )
-    return row
 
 
 def _reason_to_skip(
@@ -128,26 +113,38 @@ def _reason_to_skip(
     address = (ticket.customer_addr or "").strip().lower()
     if not address:
         return "the mail has no sender address"
-    local, _, domain = address.rpartition("@")
-    if f"{local.partition('+')[0]}@{domain}" in settings.own_addresses():
-        return "the sender is one of our own addresses"
-    if address in agents or address in settings.agents():
-        return "the sender is an agent"
+    staff = ours(settings, address, agents=agents)
+    if staff is not None:
+        return f"the sender is {staff}"
     if mailbox is None:
         return f"mailbox {ticket.mailbox!r} is not in the configuration"
     window = settings.ack.rate_window
-    sent = session.exec(
-        select(func.count(col(Outbox.id))).where(
-            col(Outbox.kind) == "ack",
-            col(Outbox.rcpt_key) == address,
-            col(Outbox.created_at) > now - window,
-        )
-    ).one()
+    sent = _ACKS_SINCE.scalar(session, {"address": address, "since": now - window})
     if sent >= settings.ack.rate_limit:
         return (
             f"rate limit: {sent} acknowledgements to this sender within "
             f"{sla.duration_words(window, business=False)}"
         )
+    return None
+
+
+_OUTBOX = Outbox.__table__  # type: ignore[attr-defined]
+_ACKS_SINCE = Prepared(
+    sa_select(func.count(_OUTBOX.c.id)).where(
+        _OUTBOX.c.kind == "ack",
+        _OUTBOX.c.rcpt_key == bindparam("address"),
+        _OUTBOX.c.created_at > bindparam("since"),
+    )
+)
+
+
+def ours(settings: Settings, address: str, *, agents: frozenset[str] = frozenset()) -> str | None:
+    """What `address` is to us when it is ours ("one of our own addresses", "an agent")."""
+    local, _, domain = address.rpartition("@")
+    if f"{local.partition('+')[0]}@{domain}" in settings.own_addresses():
+        return "one of our own addresses"
+    if address in agents or address in settings.agents():
+        return "an agent"
     return None
 
 
@@ -159,13 +156,13 @@ def _build(
     *,
     secret: bytes,
     now: datetime,
-) -> EmailMessage:
+) -> compose.Rendered:
     assert ticket.id is not None and ticket.customer_addr is not None
     context = _context(settings, ticket, mail, mailbox, now=now)
     name = mailbox.ack_template or settings.ack.template
     body = templates.render(name, context, folder=settings.inboxd.templates)
     subject = settings.ack.subject.format(id=ticket.id, subject=templates.plain(ticket.subject))
-    return compose.build(
+    return compose.render(
         compose.Outgoing(
             sender=mailbox.address,
             sender_name=display_name(mailbox),

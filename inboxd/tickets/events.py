@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy import insert
 from sqlmodel import Session
 
+from inboxd.db import Prepared
 from inboxd.models import TicketEvent
 
 SYSTEM = "system"
-_INSERT = insert(TicketEvent.__table__)  # type: ignore[attr-defined]
+_INSERT = Prepared(insert(TicketEvent.__table__))  # type: ignore[attr-defined]
 
 
 def record(
@@ -19,9 +20,9 @@ def record(
 ) -> None:
     """Add one event; the caller's transaction commits it with the change it describes.
 
-    A Core INSERT on the session's connection: events are written often and never
-    read back in the same transaction.
+    A prepared INSERT on the session's connection: events are written often (several
+    per ingested mail) and never read back in the same transaction.
     """
-    session.connection().execute(
-        _INSERT, {"ticket_id": ticket_id, "at": at, "actor": actor, "kind": kind, "data": data}
+    _INSERT.rows(
+        session, {"ticket_id": ticket_id, "at": at, "actor": actor, "kind": kind, "data": data}
     )

@@ -14,16 +14,16 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import bindparam
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, SQLModel, select
+from sqlalchemy.orm import make_transient_to_detached
+from sqlmodel import Session, select
 
 from inboxd.clock import Clock, utcnow
-from inboxd.db import insert_ignore
+from inboxd.db import Prepared, insert_ignore, model_defaults, savepoint, upsert
 from inboxd.mail.parse import Address, ParsedMail, UnparsableMail, parse
 from inboxd.mail.text import reply_text
 from inboxd.models import (
@@ -36,7 +36,7 @@ from inboxd.models import (
     TicketTag,
 )
 from inboxd.tickets import ack, assignment, events, merge, notify, sla, survey, threading
-from inboxd.tickets.classify import Classification, classify
+from inboxd.tickets.classify import Classification, classify, requester
 
 if TYPE_CHECKING:
     from inboxd.config import Settings
@@ -147,7 +147,7 @@ def receive(
         return _duplicate(session, existing, delivery)
     if mail is not None:
         try:
-            with session.begin_nested():
+            with savepoint(session):
                 return process(session, cfg, mail, raw=data, digest=digest, delivery=delivery)
         except _AlreadyStored:
             pass  # another process stored the same mail a moment ago
@@ -194,20 +194,19 @@ class Existing:
 
 def find_existing(session: Session, *, message_id: str | None, digest: str) -> Existing | None:
     """The stored message with this Message-ID, else with these exact bytes."""
-    conn = session.connection()
     if message_id:
-        row = conn.execute(_BY_MESSAGE_ID, {"mid": message_id}).first()
-        if row is not None:
-            return Existing(*row)
-    row = conn.execute(_BY_HASH, {"digest": digest}).first()
-    return Existing(*row) if row is not None else None
+        rows = _BY_MESSAGE_ID.rows(session, {"mid": message_id})
+        if rows:
+            return Existing(*rows[0])
+    rows = _BY_HASH.rows(session, {"digest": digest})
+    return Existing(*rows[0]) if rows else None
 
 
 _M = Message.__table__.c  # type: ignore[attr-defined]
 _EXISTING = sa_select(_M.id, _M.message_id, _M.ticket_id, _M.classification)
 # Built once: constructing a statement per mail costs more than running it.
-_BY_MESSAGE_ID = _EXISTING.where(_M.message_id == bindparam("mid"))
-_BY_HASH = _EXISTING.where(_M.content_hash == bindparam("digest"))
+_BY_MESSAGE_ID = Prepared(_EXISTING.where(_M.message_id == bindparam("mid")))
+_BY_HASH = Prepared(_EXISTING.where(_M.content_hash == bindparam("digest")))
 
 
 def _duplicate(session: Session, existing: Existing, delivery: _Delivery) -> Received:
@@ -286,26 +285,25 @@ def _message_values(
 
 def _insert_message(session: Session, values: dict[str, Any]) -> int | None:
     """INSERT the row; None when a unique key (Message-ID, content hash) already holds one."""
-    stmt = _insert_message_stmt(session.get_bind().dialect.name)
-    return session.connection().execute(stmt, values).scalar()
+    pk: int | None = _INSERT_MESSAGE.scalar(session, values)
+    return pk
 
 
-@cache
-def _insert_message_stmt(dialect: str) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    table = Message.__table__
-    return dialect_insert(table).on_conflict_do_nothing().returning(table.c.id)
+_INSERT_MESSAGE = Prepared(
+    lambda dialect: (
+        upsert(dialect, Message.__table__)  # type: ignore[attr-defined]
+        .on_conflict_do_nothing()
+        .returning(Message.__table__.c.id)
+    )  # type: ignore[attr-defined]
+)
 
 
 def _store_raw_and_delivery(session: Session, pk: int, data: bytes, delivery: _Delivery) -> None:
-    session.connection().execute(_INSERT_RAW, {"message_pk": pk, "data": data, "purged_at": None})
+    _INSERT_RAW.rows(session, {"message_pk": pk, "data": data, "purged_at": None})
     _add_delivery(session, pk, delivery)
 
 
-_INSERT_RAW = sa_insert(RawMail.__table__)  # type: ignore[attr-defined]
+_INSERT_RAW = Prepared(sa_insert(RawMail.__table__))  # type: ignore[attr-defined]
 
 
 def _add_delivery(session: Session, pk: int, d: _Delivery) -> None:
@@ -534,7 +532,7 @@ def _open_ticket(
 ) -> Ticket:
     """A new ticket, routed and assigned in the same INSERT; its events say why."""
     now = cfg.clock()
-    customer = mail.from_
+    customer = requester(mail, own_addresses=cfg.own_addresses)
     decision = _route(cfg, mail, mailbox)
     team = cfg.teams.get(decision.team or "")
     agent = assignment.choose(session, team, strategy=decision.assign) if team else None
@@ -555,7 +553,13 @@ def _open_ticket(
         "sla_policy": decision.sla,
         "assignee": agent,
     }
-    ticket_id = session.connection().execute(_INSERT_TICKET, values).scalar_one()
+    # Built before the INSERT so the clocks go into the same row (no UPDATE after it).
+    ticket = Ticket(**values)
+    clocks = sla.set_clocks(ticket, cfg.settings) if cfg.settings is not None else None
+    ticket_id = _INSERT_TICKET.scalar(session, {name: getattr(ticket, name) for name in values})
+    ticket.id = ticket_id
+    make_transient_to_detached(ticket)  # persistent without a SELECT: the row is `ticket`
+    session.add(ticket)
     threading.remember_ids(
         session, ticket_id, [mail.message_id, *mail.in_reply_to, *mail.references]
     )
@@ -589,38 +593,14 @@ def _open_ticket(
             strategy=decision.assign or team.strategy,
             rule=decision.set_by.get("assign"),
         )
-    ticket = session.get(Ticket, ticket_id)
-    assert ticket is not None
-    if cfg.settings is not None:
-        sla.start_clocks(session, ticket=ticket, settings=cfg.settings)
+    if clocks is not None:
+        events.record(
+            session, ticket_id=ticket_id, at=now, actor=events.SYSTEM, kind="sla", **clocks
+        )
     return ticket
 
 
-_INSERT_TICKET = sa_insert(Ticket.__table__).returning(Ticket.__table__.c.id)  # type: ignore[attr-defined]
-
-
-@cache
-def _defaults_of(model: type[SQLModel]) -> tuple[tuple[str, Any, Any], ...]:
-    out = []
-    for column in model.__table__.columns:  # type: ignore[attr-defined]
-        if column.primary_key or column.computed is not None:  # the database fills these
-            continue
-        info = model.model_fields.get(column.name)
-        if info is None:
-            out.append((column.name, None, None))
-        else:
-            out.append(
-                (column.name, info.default_factory, None if info.is_required() else info.default)
-            )
-    return tuple(out)
-
-
-def model_defaults(model: type[SQLModel]) -> dict[str, Any]:
-    """Every column's Python-side default, for a Core INSERT that skips the model."""
-    return {
-        name: factory() if factory is not None else default
-        for name, factory, default in _defaults_of(model)
-    }
+_INSERT_TICKET = Prepared(sa_insert(Ticket.__table__).returning(Ticket.__table__.c.id))  # type: ignore[attr-defined]
 
 
 def _route(cfg: IntakeConfig, mail: ParsedMail, mailbox: str) -> Decision:

@@ -10,6 +10,7 @@ an outbound message of the ticket, so the conversation shows it. Delivery is
 from __future__ import annotations
 
 import email.policy
+import hashlib
 import random
 import re
 from collections.abc import Sequence
@@ -18,113 +19,192 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, bindparam, func, or_, update
+from sqlalchemy import insert as sa_insert
 from sqlalchemy.orm import defer
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
+from inboxd.db import Prepared, model_defaults
 from inboxd.errors import InboxdError, NotFound
-from inboxd.mail.compose import message_id_of
+from inboxd.mail.compose import Rendered, message_id_of
 from inboxd.models import Daemon, Message, Outbox, RawMail, Ticket
 from inboxd.tickets import events, threading
 from inboxd.tickets.views import iso
+
+if TYPE_CHECKING:
+    from inboxd.config import Mailbox
 
 CUSTOMER_KINDS = frozenset({"ack", "reply", "survey"})  # part of the conversation
 KINDS = CUSTOMER_KINDS | {"notify", "escalation", "alert"}
 
 
-def recipients_of(msg: EmailMessage) -> list[str]:
-    """Envelope recipients from To, Cc and Bcc, lowercased, in order, once each."""
-    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in msg.get_all(name, [])]
-    return list(dict.fromkeys(addr.lower() for _, addr in getaddresses(fields) if addr))
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The outbox row `enqueue` wrote."""
+
+    id: int
+    message_id: str
+    rcpt_key: str
+    recipients: tuple[str, ...]
+    data: bytes
 
 
 def enqueue(
     session: Session,
     *,
     kind: str,
-    message: EmailMessage,
+    message: EmailMessage | Rendered,
     smtp: str,
     now: datetime,
     mailbox: str | None = None,
     ticket: Ticket | None = None,
     author: str | None = None,
     not_before: datetime | None = None,
-) -> Outbox:
-    """Queue `message` (which carries its Message-ID) for the SMTP endpoint `smtp`."""
+) -> Queued:
+    """Queue `message` (which carries its Message-ID) for the SMTP endpoint `smtp`.
+
+    Core INSERTs on the session's connection: every acknowledgement passes here on the
+    intake path. A `Rendered` mail (`compose.render`) is recorded from what was composed;
+    an `EmailMessage` is read back from its headers.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown outbox kind {kind!r}")
-    message_id = message_id_of(message)
-    recipients = recipients_of(message)
+    mail = message if isinstance(message, Rendered) else _rendered_from(message)
+    recipients = mail.recipients
     if not recipients:
         raise ValueError("an outgoing mail needs a recipient")
-    bcc = message.get_all("Bcc")
+    row_id = _INSERT_OUTBOX.scalar(
+        session,
+        model_defaults(Outbox)
+        | {
+            "message_id": mail.message_id,
+            "ticket_id": ticket.id if ticket else None,
+            "kind": kind,
+            "mailbox": mailbox,
+            "smtp": smtp,
+            "mail_from": mail.mail_from,
+            "recipients": recipients,
+            "rcpt_key": recipients[0],
+            "data": mail.data,
+            "next_attempt_at": not_before or now,
+            "not_before": not_before,
+            "created_at": now,
+        },
+    )
+    if ticket is not None and ticket.id is not None:
+        threading.remember_ids(session, ticket.id, [mail.message_id])
+        if kind in CUSTOMER_KINDS:
+            _record_outbound(session, ticket, mail, mailbox, author, now)
+    return Queued(row_id, mail.message_id, recipients[0], tuple(recipients), mail.data)
+
+
+def queue_for_customer(
+    session: Session,
+    *,
+    kind: str,
+    mail: Rendered,
+    mailbox: Mailbox,
+    ticket: Ticket,
+    now: datetime,
+    event: str,
+) -> Queued:
+    """Queue an automatic mail to the ticket's customer and record `event` on the ticket."""
+    assert ticket.id is not None
+    row = enqueue(
+        session,
+        kind=kind,
+        message=mail,
+        smtp=mailbox.smtp,
+        now=now,
+        mailbox=mailbox.name,
+        ticket=ticket,
+    )
+    events.record(
+        session,
+        ticket_id=ticket.id,
+        at=now,
+        actor=events.SYSTEM,
+        kind=event,
+        to=row.rcpt_key,
+        message_id=row.message_id,
+    )
+    return row
+
+
+def _rendered_from(message: EmailMessage) -> Rendered:
+    """The facts of a composed `EmailMessage`; a Bcc header becomes envelope only."""
+    bcc = getaddresses([str(v) for v in message.get_all("Bcc", [])])
     if bcc:
         del message["Bcc"]  # envelope only, never a header
-    data = message.as_bytes()
-    sender = getaddresses([str(message["From"])])[0][1]
-    row = Outbox(
-        message_id=message_id,
-        ticket_id=ticket.id if ticket else None,
-        kind=kind,
-        mailbox=mailbox,
-        smtp=smtp,
-        mail_from=sender,
-        recipients=recipients,
-        rcpt_key=recipients[0],
-        data=data,
-        next_attempt_at=not_before or now,
-        not_before=not_before,
-        created_at=now,
+    sender = getaddresses([str(message["From"])])[0]
+    body = message.get_body(preferencelist=("plain",))
+    return Rendered(
+        message_id=message_id_of(message),
+        mail_from=sender[1],
+        sender_name=sender[0],
+        to=tuple(a for _, a in getaddresses([str(v) for v in message.get_all("To", [])]) if a),
+        cc=tuple(a for _, a in getaddresses([str(v) for v in message.get_all("Cc", [])]) if a),
+        subject=str(message["Subject"] or ""),
+        text=body.get_content() if body is not None else "",
+        data=message.as_bytes(),
+        bcc=tuple(a for _, a in bcc if a),
     )
-    session.add(row)
-    if ticket is not None and ticket.id is not None:
-        threading.remember_ids(session, ticket.id, [message_id])
-        if kind in CUSTOMER_KINDS:
-            _record_outbound(session, ticket, message, data, mailbox, author, now)
-    session.flush()
-    return row
 
 
 def _record_outbound(
     session: Session,
     ticket: Ticket,
-    message: EmailMessage,
-    data: bytes,
+    mail: Rendered,
     mailbox: str | None,
     author: str | None,
     now: datetime,
 ) -> None:
-    from inboxd.tickets.intake import content_hash
-
-    to = getaddresses([str(v) for v in message.get_all("To", [])])
-    cc = getaddresses([str(v) for v in message.get_all("Cc", [])])
-    body = message.get_body(preferencelist=("plain",))
-    msg = Message(
-        message_id=message_id_of(message),
-        content_hash=content_hash(data),
-        direction="out",
-        ticket_id=ticket.id,
-        mailbox=mailbox,
-        author=author,
-        from_addr=getaddresses([str(message["From"])])[0][1].lower(),
-        to_addrs=[{"addr": a.lower(), "name": n} for n, a in to],
-        cc_addrs=[{"addr": a.lower(), "name": n} for n, a in cc],
-        subject=str(message["Subject"] or ""),
-        date_at=now,
-        date_offset_min=0,
-        text=body.get_content() if body is not None else "",
-        size=len(data),
-        received_at=now,
-        classification="own",
+    """The mail as an outbound message of the ticket: the conversation shows it."""
+    assert ticket.id is not None
+    pk = _INSERT_MESSAGE.scalar(
+        session,
+        model_defaults(Message)
+        | {
+            "message_id": mail.message_id,
+            "content_hash": hashlib.sha256(mail.data).hexdigest(),
+            "direction": "out",
+            "ticket_id": ticket.id,
+            "mailbox": mailbox,
+            "author": author,
+            "from_addr": mail.mail_from.lower(),
+            "to_addrs": [{"addr": a.lower(), "name": ""} for a in mail.to],
+            "cc_addrs": [{"addr": a.lower(), "name": ""} for a in mail.cc],
+            "subject": mail.subject,
+            "date_at": now,
+            "date_offset_min": 0,
+            "text": mail.text,
+            "size": len(mail.data),
+            "received_at": now,
+            "classification": "own",
+        },
     )
-    session.add(msg)
-    session.flush()
-    assert msg.id is not None
-    session.add(RawMail(message_pk=msg.id, data=data))
-    ticket.message_count += 1
-    ticket.updated_at = now
+    _INSERT_RAW.rows(session, {"message_pk": pk, "data": mail.data, "purged_at": None})
+    count = _COUNT_UP.scalar(session, {"ticket_pk": ticket.id, "at": now})
+    # The ticket object stays true to the row without becoming dirty.
+    set_committed_value(ticket, "message_count", count)
+    set_committed_value(ticket, "updated_at", now)
+
+
+_INSERT_OUTBOX = Prepared(sa_insert(Outbox.__table__).returning(Outbox.__table__.c.id))  # type: ignore[attr-defined]
+_INSERT_MESSAGE = Prepared(sa_insert(Message.__table__).returning(Message.__table__.c.id))  # type: ignore[attr-defined]
+_INSERT_RAW = Prepared(sa_insert(RawMail.__table__))  # type: ignore[attr-defined]
+_COUNT_UP = Prepared(
+    update(Ticket.__table__)  # type: ignore[arg-type]
+    .where(Ticket.__table__.c.id == bindparam("ticket_pk"))  # type: ignore[attr-defined]
+    .values(
+        message_count=Ticket.__table__.c.message_count + 1,  # type: ignore[attr-defined]
+        updated_at=bindparam("at"),
+    )
+    .returning(Ticket.__table__.c.message_count)  # type: ignore[attr-defined]
+)
 
 
 # -- delivery bookkeeping --------------------------------------------------------------

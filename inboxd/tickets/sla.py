@@ -34,10 +34,12 @@ import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any, Literal
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
-from sqlalchemy import Engine, insert, text
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine, bindparam, insert, text, update
+from sqlalchemy import select as core_select
+from sqlmodel import Session
 
 from inboxd.clock import utcnow
 from inboxd.config import BUILTIN_CALENDAR, WEEKDAYS, General
@@ -163,9 +165,11 @@ def resolve(settings: Settings, name: str | None) -> tuple[SlaPolicy, BusinessCa
 # -- clock bookkeeping on the ticket ------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Threshold:
-    """One instant a clock crosses: its warning or its breach, in one cycle."""
+class Threshold(NamedTuple):
+    """One instant a clock crosses: its warning or its breach, in one cycle.
+
+    A named tuple: the sweep builds a few per due ticket, thousands in a burst.
+    """
 
     clock: ClockName
     level: Level
@@ -177,7 +181,38 @@ class Threshold:
         return f"{self.clock}:{self.level}:{self.cycle}"
 
 
-def _get(ticket: Ticket, clock: ClockName) -> tuple[datetime | None, datetime | None, int]:
+class Clocked(Protocol):
+    """What the clocks and the sweep read and write of a ticket: a `Ticket`, or the
+    sweep's plain `_Due` row (a backlog of thousands never becomes ORM instances)."""
+
+    id: int | None
+    status: str
+    priority: str
+    team: str | None
+    assignee: str | None
+    mailbox: str | None
+    subject: str
+    customer_addr: str | None
+    customer_name: str | None
+    sla_policy: str | None
+    updated_at: datetime
+    last_customer_at: datetime | None
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    paused_at: datetime | None
+    sla_check_at: datetime | None
+    sla_fired: list[str]
+    first_response_warn_at: datetime | None
+    first_response_due: datetime | None
+    next_response_warn_at: datetime | None
+    next_response_due: datetime | None
+    next_response_cycle: int
+    resolution_warn_at: datetime | None
+    resolution_due: datetime | None
+    resolution_cycle: int
+
+
+def _get(ticket: Clocked, clock: ClockName) -> tuple[datetime | None, datetime | None, int]:
     """(warning instant, due instant, cycle) of one clock."""
     if clock == "first_response":
         return ticket.first_response_warn_at, ticket.first_response_due, 0
@@ -186,7 +221,7 @@ def _get(ticket: Ticket, clock: ClockName) -> tuple[datetime | None, datetime | 
     return ticket.resolution_warn_at, ticket.resolution_due, ticket.resolution_cycle
 
 
-def _set(ticket: Ticket, clock: ClockName, warn: datetime | None, due: datetime | None) -> None:
+def _set(ticket: Clocked, clock: ClockName, warn: datetime | None, due: datetime | None) -> None:
     if clock == "first_response":
         ticket.first_response_warn_at, ticket.first_response_due = warn, due
     elif clock == "next_response":
@@ -195,14 +230,14 @@ def _set(ticket: Ticket, clock: ClockName, warn: datetime | None, due: datetime 
         ticket.resolution_warn_at, ticket.resolution_due = warn, due
 
 
-def running(ticket: Ticket, clock: ClockName) -> bool:
+def running(ticket: Clocked, clock: ClockName) -> bool:
     """Whether this clock still races (paused ones included): its target is not met yet."""
     if ticket.status not in LIVE or _get(ticket, clock)[1] is None:
         return False
     return clock != "first_response" or ticket.first_response_at is None
 
 
-def thresholds(ticket: Ticket) -> list[Threshold]:
+def thresholds(ticket: Clocked) -> list[Threshold]:
     """Every threshold of the running clocks' current cycles, earliest first."""
     if ticket.status not in LIVE:
         return []
@@ -227,8 +262,11 @@ def thresholds(ticket: Ticket) -> list[Threshold]:
         if warn is not None:
             out.append(Threshold(clock, "warning", warn, cycle))
         out.append(Threshold(clock, "breach", due, cycle))
-    out.sort(key=lambda t: (t.at, t.level == "breach", CLOCKS.index(t.clock)))
+    out.sort(key=lambda t: (t.at, t.level == "breach", _CLOCK_ORDER[t.clock]))
     return out
+
+
+_CLOCK_ORDER = {clock: i for i, clock in enumerate(CLOCKS)}
 
 
 def _targets(
@@ -238,24 +276,34 @@ def _targets(
     return cal.add(start, target * warn_at), cal.add(start, target)
 
 
-def _next_check(ticket: Ticket, auto_resolve: timedelta) -> datetime | None:
-    """The next instant the sweep must look at this ticket, or None."""
+def _next_check(
+    ticket: Clocked, auto_resolve: timedelta, known: list[Threshold] | None = None
+) -> datetime | None:
+    """The next instant the sweep must look at this ticket, or None.
+
+    `known`: the ticket's `thresholds`, when the caller has them already.
+    """
     if ticket.status not in LIVE:
         return None
     paused = ticket.paused_at if ticket.status == "pending" else None
-    fired = set(ticket.sla_fired)
-    times = [
-        t.at
-        for t in thresholds(ticket)
-        # While paused only what was reached before the pause is still to fire.
-        if t.marker not in fired and (paused is None or t.at <= paused)
-    ]
-    if paused is not None:
-        times.append(paused + auto_resolve)
-    return min(times, default=None)
+    fired = ticket.sla_fired
+    # Earliest first, so the first one still to fire is the next; while paused, only
+    # what was reached before the pause is still to fire.
+    found = next(
+        (
+            t.at
+            for t in (thresholds(ticket) if known is None else known)
+            if (paused is None or t.at <= paused) and t.marker not in fired
+        ),
+        None,
+    )
+    if paused is None:
+        return found
+    resolve_at = paused + auto_resolve
+    return resolve_at if found is None or resolve_at < found else found
 
 
-def _recheck(ticket: Ticket, settings: Settings) -> None:
+def _recheck(ticket: Clocked, settings: Settings) -> None:
     ticket.sla_check_at = _next_check(ticket, settings.inboxd.auto_resolve_pending)
 
 
@@ -281,6 +329,17 @@ def start_clocks(session: Session, *, ticket: Ticket, settings: Settings) -> str
     Clocks start at `ticket.created_at`. Records an `sla` event saying which policy
     applies and why (or that none does). Never commits.
     """
+    data = set_clocks(ticket, settings)
+    assert ticket.id is not None
+    events.record(
+        session, ticket_id=ticket.id, at=ticket.created_at, actor=events.SYSTEM, kind="sla", **data
+    )
+    return ticket.sla_policy
+
+
+def set_clocks(ticket: Ticket, settings: Settings) -> dict[str, Any]:
+    """`start_clocks` on a ticket not stored yet (intake writes it with its clocks in one
+    INSERT); returns the `sla` event's data for the caller to record once it has an id."""
     name, source = select_policy(settings, ticket)
     found = resolve(settings, name)
     ticket.sla_policy = name if found is not None else None
@@ -301,11 +360,7 @@ def start_clocks(session: Session, *, ticket: Ticket, settings: Settings) -> str
             "resolution_due": _iso(ticket.resolution_due),
         }
     _recheck(ticket, settings)
-    assert ticket.id is not None
-    events.record(
-        session, ticket_id=ticket.id, at=ticket.created_at, actor=events.SYSTEM, kind="sla", **data
-    )
-    return ticket.sla_policy
+    return data
 
 
 def on_agent_reply(session: Session, *, ticket: Ticket, settings: Settings, now: datetime) -> None:
@@ -363,7 +418,7 @@ def on_status_change(
 
 
 def _change_status(
-    ticket: Ticket, settings: Settings, *, old: str, new: str, now: datetime
+    ticket: Clocked, settings: Settings, *, old: str, new: str, now: datetime
 ) -> None:
     ticket.status = new
     found = resolve(settings, ticket.sla_policy)
@@ -385,7 +440,7 @@ def _change_status(
     _recheck(ticket, settings)
 
 
-def _resume(ticket: Ticket, cal: BusinessCalendar, now: datetime) -> None:
+def _resume(ticket: Clocked, cal: BusinessCalendar, now: datetime) -> None:
     """Push every threshold still ahead of the pause by the business time spent paused."""
     paused_at = ticket.paused_at
     assert paused_at is not None
@@ -494,30 +549,50 @@ def sweep(session: Session, *, settings: Settings, now: datetime, limit: int = 1
     """Fire every threshold reached by `now`, run its escalations, auto-resolve stale
     pending tickets; at most `limit` tickets, most overdue first.
 
-    One indexed query (`sla_check_at <= now`); rows another transaction holds are
-    skipped (PostgreSQL SKIP LOCKED) and found by the next sweep. Notifications for the
-    same people, level and delivery time are one mail per sweep: a burst of breaches
-    (every overnight ticket at the first opening hour) is one digest, not a mail storm.
-    The caller owns the transaction and makes sure one sweep runs at a time
-    (`run_sweep` does both).
+    One indexed query (`sla_check_at <= now`) reads the due rows' clock columns as plain
+    rows; what changed is written back by one executemany UPDATE per set of changed
+    columns, the events by one INSERT. Rows another transaction holds are skipped
+    (PostgreSQL SKIP LOCKED) and found by the next sweep. Notifications for the same
+    people, level and delivery time are one mail per sweep: a burst of breaches (every
+    overnight ticket at the first opening hour) is one digest, not a mail storm. The
+    caller owns the transaction and makes sure one sweep runs at a time (`run_sweep`
+    does both). Ticket instances the session holds are flushed first and expired after.
     """
+    session.flush()  # the caller's pending changes, before we read past the ORM
     batch = _Batch(session, settings, now)
-    tickets = session.exec(
-        select(Ticket)
-        .where(col(Ticket.sla_check_at) <= now)
-        .order_by(col(Ticket.sla_check_at))
+    conn = session.connection()
+    rows = conn.execute(
+        core_select(*_DUE_COLUMNS)
+        .where(_TICKET.c.sla_check_at <= now)
+        .order_by(_TICKET.c.sla_check_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
-    batch.result.more = len(tickets) >= limit
-    for ticket in tickets:
+    batch.result.more = len(rows) >= limit
+    changes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        due = _Due(*row)
         batch.result.examined += 1
-        _sweep_ticket(batch, ticket)
+        _sweep_ticket(batch, due)
+        # Index 0 is the id, never written; the rest are compared with what was read.
+        changed = {
+            n: v
+            for n, v, old in zip(_DUE_NAMES[1:], due.values(), row[1:], strict=True)
+            if v != old
+        }
+        if changed:
+            changes.setdefault(tuple(changed), []).append({"_id": due.id, **changed})
+    for names, params in changes.items():
+        conn.execute(_update_by_id(names), params)
     for key, group in batch.notices.items():
         _send(batch, key, group)
     if batch.events:  # one statement for the batch: a backlog fires thousands
-        session.connection().execute(insert(TicketEvent.__table__), batch.events)  # type: ignore[attr-defined]
+        conn.execute(insert(TicketEvent.__table__), batch.events)  # type: ignore[attr-defined]
     session.flush()
+    written = {r[0] for r in rows}
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Ticket) and obj.id in written:
+            session.expire(obj)
     return batch.result
 
 
@@ -548,6 +623,68 @@ def run_sweep(
     return total
 
 
+_TICKET = Ticket.__table__  # type: ignore[attr-defined]
+_DUE_NAMES: tuple[str, ...] = (
+    "id", "status", "priority", "team", "assignee", "mailbox", "subject", "customer_addr",
+    "customer_name", "sla_policy", "updated_at", "last_customer_at", "first_response_at",
+    "resolved_at", "paused_at", "sla_check_at", "sla_fired", "first_response_warn_at",
+    "first_response_due", "next_response_warn_at", "next_response_due",
+    "next_response_cycle", "resolution_warn_at", "resolution_due", "resolution_cycle",
+)  # fmt: skip
+_DUE_COLUMNS = tuple(_TICKET.c[name] for name in _DUE_NAMES)
+_DUE_VALUES = attrgetter(*_DUE_NAMES[1:])
+
+
+@dataclass(slots=True, eq=False)
+class _Due:
+    """A due ticket's columns as the sweep reads and writes them (`_DUE_NAMES` order)."""
+
+    id: int | None
+    status: str
+    priority: str
+    team: str | None
+    assignee: str | None
+    mailbox: str | None
+    subject: str
+    customer_addr: str | None
+    customer_name: str | None
+    sla_policy: str | None
+    updated_at: datetime
+    last_customer_at: datetime | None
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    paused_at: datetime | None
+    sla_check_at: datetime | None
+    sla_fired: list[str]
+    first_response_warn_at: datetime | None
+    first_response_due: datetime | None
+    next_response_warn_at: datetime | None
+    next_response_due: datetime | None
+    next_response_cycle: int
+    resolution_warn_at: datetime | None
+    resolution_due: datetime | None
+    resolution_cycle: int
+
+    def values(self) -> tuple[Any, ...]:
+        """Every column but the id, in `_DUE_NAMES` order."""
+        return _DUE_VALUES(self)  # type: ignore[no-any-return]
+
+
+_UPDATES: dict[tuple[str, ...], Any] = {}
+
+
+def _update_by_id(names: tuple[str, ...]) -> Any:
+    """`UPDATE ticket SET <names> WHERE id = :_id`, for executemany; built once per set."""
+    stmt = _UPDATES.get(names)
+    if stmt is None:
+        stmt = _UPDATES[names] = (
+            update(_TICKET)
+            .where(_TICKET.c.id == bindparam("_id"))
+            .values({name: bindparam(name) for name in names})
+        )
+    return stmt
+
+
 @dataclass(frozen=True, slots=True)
 class _MailKey:
     """Notifications that can share one mail: same people, sender, level and hold."""
@@ -560,7 +697,7 @@ class _MailKey:
 
 @dataclass(frozen=True, slots=True)
 class _Notice:
-    ticket: Ticket
+    ticket: Clocked
     threshold: Threshold
     action: str
 
@@ -575,8 +712,18 @@ class _Batch:
     result: SweepResult = field(default_factory=SweepResult)
     notices: dict[_MailKey, list[_Notice]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    # Memos for the batch: a burst shares a handful of policies, teams and mail keys.
+    policies: dict[str | None, tuple[SlaPolicy, BusinessCalendar] | None] = field(
+        default_factory=dict
+    )
+    mail_keys: dict[tuple[Any, ...], _MailKey | str] = field(default_factory=dict)
 
-    def record(self, ticket: Ticket, kind: str, **data: Any) -> None:
+    def policy(self, name: str | None) -> tuple[SlaPolicy, BusinessCalendar] | None:
+        if name not in self.policies:
+            self.policies[name] = resolve(self.settings, name)
+        return self.policies[name]
+
+    def record(self, ticket: Clocked, kind: str, **data: Any) -> None:
         """A ticket event, as `events.record` writes it, inserted with the batch."""
         self.events.append(
             {
@@ -589,18 +736,18 @@ class _Batch:
         )
 
 
-def _sweep_ticket(b: _Batch, ticket: Ticket) -> None:
+def _sweep_ticket(b: _Batch, ticket: Clocked) -> None:
     if ticket.status not in LIVE:
         ticket.sla_check_at = None
         return
-    found = resolve(b.settings, ticket.sla_policy)
+    found = b.policy(ticket.sla_policy)
     paused = ticket.paused_at if ticket.status == "pending" else None
     horizon = min(b.now, paused) if paused is not None else b.now
-    for threshold in thresholds(ticket):
+    known = thresholds(ticket)
+    for threshold in known:
         if threshold.at > horizon or threshold.marker in ticket.sla_fired:
             continue
-        # Reassigned, not appended: the ORM does not see in-place changes of a JSON list.
-        ticket.sla_fired = [*ticket.sla_fired, threshold.marker]
+        ticket.sla_fired = [*ticket.sla_fired, threshold.marker]  # a new list: seen as changed
         _fire(b, ticket, threshold, found[0] if found else None)
     ar = b.settings.inboxd.auto_resolve_pending
     if (
@@ -618,14 +765,15 @@ def _sweep_ticket(b: _Batch, ticket: Ticket) -> None:
             reason=f"no answer from the customer for {_words(ar, business=False)}",
         )
         b.result.auto_resolved += 1
-    _recheck(ticket, b.settings)
+    else:  # firing changes no threshold: the list read above is still the ticket's
+        ticket.sla_check_at = _next_check(ticket, ar, known)
     if ticket.sla_check_at is not None and ticket.sla_check_at <= b.now:
         # Cannot happen by construction; never let one ticket spin the sweep.
         log.error("SLA check did not advance", extra={"ticket": ticket.id})
         ticket.sla_check_at = None
 
 
-def _fire(b: _Batch, ticket: Ticket, t: Threshold, policy: SlaPolicy | None) -> None:
+def _fire(b: _Batch, ticket: Clocked, t: Threshold, policy: SlaPolicy | None) -> None:
     b.record(
         ticket,
         f"sla-{t.level}",
@@ -653,7 +801,7 @@ def _fire(b: _Batch, ticket: Ticket, t: Threshold, policy: SlaPolicy | None) -> 
         b.record(ticket, "escalation", action=action, clock=t.clock, level=t.level, **data)
 
 
-def _act(b: _Batch, ticket: Ticket, action: str) -> dict[str, Any]:
+def _act(b: _Batch, ticket: Clocked, action: str) -> dict[str, Any]:
     """Run one escalation action on the ticket; what it did, for its event."""
     if action == "raise-priority":
         old = ticket.priority if ticket.priority in PRIORITIES else "normal"
@@ -668,17 +816,35 @@ def _act(b: _Batch, ticket: Ticket, action: str) -> dict[str, Any]:
             return {"skipped": f"already with team {target.name}"}
         spec = assignment.TeamSpec(target.name, tuple(target.members), target.assignment)
         old_team, ticket.team = ticket.team, target.name
-        ticket.assignee = assignment.choose(b.session, spec)
         ticket.updated_at = b.now
+        # The assignment strategies count tickets in the database: written at once, as
+        # each one moves, so a burst of reassignments spreads over the team.
+        conn = b.session.connection()
+        conn.execute(
+            _update_by_id(("team", "updated_at")),
+            {"_id": ticket.id, "team": target.name, "updated_at": b.now},
+        )
+        ticket.assignee = assignment.choose(b.session, spec)
+        conn.execute(_update_by_id(("assignee",)), {"_id": ticket.id, "assignee": ticket.assignee})
         return {"old": old_team, "new": target.name, "assignee": ticket.assignee}
     return {"skipped": "unknown action"}
 
 
 def _mail_key(
-    b: _Batch, ticket: Ticket, t: Threshold, action: str, policy: SlaPolicy | None
+    b: _Batch, ticket: Clocked, t: Threshold, action: str, policy: SlaPolicy | None
 ) -> _MailKey | str:
     """Where a notify action's mail goes and when, or why it cannot go anywhere."""
-    team = team_of(b.settings, ticket)
+    memo = (ticket.team, ticket.mailbox, action, t.level, id(policy))
+    found = b.mail_keys.get(memo)
+    if found is None:
+        found = b.mail_keys[memo] = _new_mail_key(b, ticket, t, action, policy)
+    return found
+
+
+def _new_mail_key(
+    b: _Batch, ticket: Clocked, t: Threshold, action: str, policy: SlaPolicy | None
+) -> _MailKey | str:
+    team = _named(b.settings.teams, ticket.team)
     if team is None:
         return "the ticket has no team"
     if action == "notify-lead":
@@ -687,7 +853,7 @@ def _mail_key(
         recipients = [team.address] if team.address else list(team.members)
     if not recipients:
         return f"team {team.name} has no {action[7:]} address"
-    mailbox = mailbox_of(b.settings, ticket)
+    mailbox = _named(b.settings.mailboxes, ticket.mailbox)
     if mailbox is None and b.settings.mailboxes:
         mailbox = b.settings.mailboxes[0]
     if mailbox is None:
@@ -738,7 +904,8 @@ def _send(b: _Batch, key: _MailKey, notices: list[_Notice]) -> None:
         smtp=mailbox.smtp,
         now=b.now,
         mailbox=mailbox.name,
-        ticket=single,
+        # The mail's own ticket, read after the sweep's UPDATEs: it records the Message-ID.
+        ticket=b.session.get(Ticket, single.id, populate_existing=True) if single else None,
         not_before=key.not_before,
     )
     b.result.notifications += 1
@@ -771,7 +938,7 @@ def _hold_until(
 
 
 def _escalation_context(
-    items: list[tuple[Ticket, Threshold]], level: Level, general: General
+    items: list[tuple[Clocked, Threshold]], level: Level, general: General
 ) -> dict[str, Any]:
     """The escalation template's variables: a summary line and one entry per ticket, the
     first `DIGEST_LIMIT` of them (`more` counts the rest; their events name the mail)."""

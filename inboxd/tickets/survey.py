@@ -29,6 +29,7 @@ from inboxd.mail import compose
 from inboxd.mail.text import reply_text
 from inboxd.models import Message, Outbox, Participant, Ticket
 from inboxd.tickets import events, outbox, sla, templates
+from inboxd.tickets.ack import display_name, ours
 from inboxd.tickets.tokens import make_token, reply_address
 
 if TYPE_CHECKING:
@@ -154,11 +155,9 @@ def _reason_to_skip(session: Session, settings: Settings, ticket: Ticket) -> str
     address = (ticket.customer_addr or "").strip().lower()
     if not address:
         return "the ticket has no customer address"
-    local, _, domain = address.rpartition("@")
-    if f"{local.partition('+')[0]}@{domain}" in settings.own_addresses():
-        return "the customer is one of our own addresses"
-    if address in settings.agents():
-        return "the customer is an agent"
+    staff = ours(settings, address)
+    if staff is not None:
+        return f"the customer is {staff}"
     if sla.mailbox_of(settings, ticket) is None:
         return f"mailbox {ticket.mailbox!r} is not in the configuration"
     if sent(session, ticket.id):
@@ -198,31 +197,21 @@ def maybe_send(
             reason=str(exc),
         )
         return False
-    row = outbox.enqueue(
+    outbox.queue_for_customer(
         session,
         kind="survey",
-        message=message,
-        smtp=mailbox.smtp,
-        now=now,
-        mailbox=mailbox.name,
+        mail=message,
+        mailbox=mailbox,
         ticket=ticket,
-    )
-    events.record(
-        session,
-        ticket_id=ticket.id,
-        at=now,
-        actor=events.SYSTEM,
-        kind="survey-sent",
-        to=row.rcpt_key,
-        message_id=row.message_id,
+        now=now,
+        event="survey-sent",
     )
     return True
 
 
 def _build(
     session: Session, settings: Settings, ticket: Ticket, *, secret: bytes, now: datetime
-) -> Any:
-    from inboxd.tickets.ack import display_name
+) -> compose.Rendered:
 
     assert ticket.id is not None and ticket.customer_addr is not None
     mailbox = sla.mailbox_of(settings, ticket)
@@ -255,7 +244,7 @@ def _build(
         .order_by(col(Message.received_at).desc(), col(Message.id).desc())
     ).first()
     subject = f"{settings.inboxd.tag(ticket.id)} How did we do? {templates.plain(ticket.subject)}"
-    return compose.build(
+    return compose.render(
         compose.Outgoing(
             sender=mailbox.address,
             sender_name=display_name(mailbox),

@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
-from inboxd.db import insert_ignore
+from inboxd.db import Prepared, insert_ignore
 from inboxd.mail.parse import ParsedMail
 from inboxd.models import Participant, ThreadRef, Ticket
 from inboxd.tickets.tokens import find_ticket_token
@@ -28,9 +29,27 @@ ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-delivered
 MAX_MERGE_HOPS = 32
 _REF = ThreadRef.__table__.c  # type: ignore[attr-defined]
 # Built once: constructing a statement per mail costs more than running it.
-_KNOWN_IDS = sa_select(_REF.message_id, _REF.ticket_id).where(
-    _REF.message_id.in_(bindparam("ids", expanding=True))
-)
+_LOOKUP_CHUNK = 32
+
+
+@cache
+def _known_ids(count: int) -> Prepared:
+    """`SELECT ... WHERE message_id IN (?, ...)` with `count` placeholders, prepared once."""
+    return Prepared(
+        sa_select(_REF.message_id, _REF.ticket_id).where(
+            _REF.message_id.in_([bindparam(f"m{i}") for i in range(count)])
+        )
+    )
+
+
+def known_tickets(session: Session, ids: list[str]) -> dict[str, int]:
+    """Which of `ids` (Message-IDs) map to a ticket, and to which."""
+    known: dict[str, int] = {}
+    for start in range(0, len(ids), _LOOKUP_CHUNK):
+        chunk = ids[start : start + _LOOKUP_CHUNK]
+        params = {f"m{i}": mid for i, mid in enumerate(chunk)}
+        known.update(_known_ids(len(chunk)).rows(session, params))
+    return known
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +103,7 @@ def find_ticket(
     ids = all_ids(mail)
     lookup = [*ids, mail.message_id] if mail.message_id else ids
     if lookup:
-        known: dict[str, int] = dict(
-            session.connection().execute(_KNOWN_IDS, {"ids": lookup}).all()  # type: ignore[arg-type]
-        )
+        known = known_tickets(session, lookup)
         found = [known[mid] for mid in lookup if mid in known]
         if found:
             others = tuple(dict.fromkeys(t for t in found if t != found[0]))
