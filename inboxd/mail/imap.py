@@ -117,6 +117,7 @@ class MailboxWorker:
         self.imap = mb.imap
         self.ctx = ctx
         self.attempt = 0
+        self._rechecked = False  # the last wait() returned at once for announced mail
 
     # -- the loop --------------------------------------------------------------------
 
@@ -213,6 +214,7 @@ class MailboxWorker:
         """Store every message above the cursor; returns how many were new to this mailbox."""
         client.noop()  # Dovecot's SEARCH misses another connection's fresh APPEND until a NOOP
         info = client.select_folder(self.imap.folder, readonly=self.mb.disposition[0] == "keep")
+        client._imap.untagged_responses.pop("EXISTS", None)  # SELECT's own count: not news
         uidvalidity = int(info[b"UIDVALIDITY"])
         uidnext = int(info.get(b"UIDNEXT", 0) or 0)
         with session_scope(self.ctx.engine) as s:
@@ -371,16 +373,22 @@ class MailboxWorker:
     def wait(self, client: IMAPClient) -> None:
         """Until new mail, shutdown, or time to re-sync: IDLE when offered, else poll."""
         if self.imap.idle and client.has_capability("IDLE"):
+            # New mail announced while we searched and fetched would not be announced again
+            # in IDLE: look once more first (once: a server that always says EXISTS idles).
+            if _announced_since_select(client) and not self._rechecked:
+                self._rechecked = True
+                return
+            self._rechecked = False
             self._idle(client)
         else:
             self.ctx.halt.wait(self.imap.poll_interval.total_seconds())
 
     def _idle(self, client: IMAPClient) -> None:
-        client.idle()
-        started = time.monotonic()
+        news = _enter_idle(client)
+        renew_at = time.monotonic() + IDLE_RENEW_S
         quick_empty = 0
         try:
-            while not self.ctx.halt.is_set() and time.monotonic() - started < IDLE_RENEW_S:
+            while not news and not self.ctx.halt.is_set() and time.monotonic() < renew_at:
                 asked = time.monotonic()
                 responses = client.idle_check(timeout=IDLE_SLICE_S)
                 if any(len(r) > 1 and r[1] == b"EXISTS" for r in responses):
@@ -397,6 +405,44 @@ class MailboxWorker:
                 client.idle_done()
             except (IMAPClientError, OSError) as exc:
                 raise ConnectionLost(f"connection lost while idling: {exc}") from exc
+
+
+# IDLE without lost wake-ups. imapclient's `idle()` fails when an untagged response comes
+# before the `+ idling` continuation, and `idle_check()` polls the socket, so a response
+# that arrived in the same packet as the continuation, already in imaplib's read buffer,
+# waits for the next packet: up to IDLE_RENEW_S. These helpers close both gaps on
+# imaplib's documented state (`untagged_responses`, `tagged_commands`) and on the two
+# internals imapclient's own `idle()` uses (`_command`, `_get_response`).
+
+
+def _announced_since_select(client: IMAPClient) -> bool:
+    """Whether the server said `* n EXISTS` since the sync's SELECT (which it clears)."""
+    return client._imap.untagged_responses.pop("EXISTS", None) is not None
+
+
+def _enter_idle(client: IMAPClient) -> bool:
+    """Start IDLE; True when the server announced new mail while we entered it."""
+    imap = client._imap
+    tag = imap._command("IDLE")
+    client._idle_tag = tag  # what imapclient's idle_done() finishes
+    while imap._get_response() is not None:  # untagged lines before "+ idling"
+        if imap.tagged_commands.get(tag) is not None:
+            raise IMAPClientError(f"IDLE refused: {imap.tagged_commands[tag]}")
+    news = imap.untagged_responses.pop("EXISTS", None) is not None
+    return news or b" EXISTS" in _buffered(client)
+
+
+def _buffered(client: IMAPClient) -> bytes:
+    """What imaplib has read off the socket and not yet parsed; never blocks."""
+    sock = client.socket()
+    sock.setblocking(False)
+    try:
+        return bytes(client._imap.file.peek(1))
+    except OSError:  # nothing buffered and nothing on the socket (plain or TLS)
+        return b""
+    finally:
+        sock.setblocking(True)
+        client._set_read_timeout()
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
