@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from inboxd.clock import Clock, utcnow
 from inboxd.db import UTCDateTime
@@ -34,6 +34,7 @@ from inboxd.models import (
     Ticket,
     TicketEvent,
 )
+from inboxd.tickets import outbox
 
 if TYPE_CHECKING:
     from inboxd.config import Settings
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("inboxd.metrics")
 
 CACHE_S = 5.0
-BACKLOG_STATUSES = ("queued", "sending")
 SLA_BREACH_KIND = "sla-breach"
 
 
@@ -83,11 +83,6 @@ def read_snapshot(engine: Engine, mailboxes: list[str], now: datetime) -> Snapsh
             .select_from(Outbox)
             .where(col(Outbox.kind) == "ack", col(Outbox.status) == "sent")
         ).scalar_one()
-        queued, oldest = conn.execute(
-            select(func.count(), func.min(col(Outbox.created_at))).where(
-                col(Outbox.status).in_(BACKLOG_STATUSES)
-            )
-        ).one()
         synced = conn.execute(select(col(MailboxState.name), col(MailboxState.last_sync_at))).all()
         breaches = conn.execute(
             select(func.count())
@@ -97,13 +92,15 @@ def read_snapshot(engine: Engine, mailboxes: list[str], now: datetime) -> Snapsh
         quarantined = conn.execute(
             select(func.count()).select_from(Message).where(col(Message.quarantined).is_(True))
         ).scalar_one()
-    oldest_at = _aware(oldest)
+    with Session(engine) as session:
+        backlog = outbox.backlog(session, now)
+    oldest_at = backlog.oldest_due_at
     return Snapshot(
         ingested={k: int(v) for k, v in ingested.items()},
         tickets_created=int(tickets_created),
         tickets_open=tickets_open,
         acks_sent=int(acks_sent),
-        outbox_queued=int(queued),
+        outbox_queued=backlog.queued + backlog.sending,
         outbox_oldest_age_s=max(0.0, (now - oldest_at).total_seconds()) if oldest_at else 0.0,
         sync_lag_s={
             name: max(0.0, (now - at).total_seconds())

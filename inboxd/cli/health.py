@@ -7,13 +7,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, and_, func, or_, type_coerce
+from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from inboxd.clock import utcnow
 from inboxd.config import Settings
-from inboxd.db import UTCDateTime, session_scope
-from inboxd.models import Daemon, Delivery, Incident, MailboxState, Message, Outbox
+from inboxd.db import session_scope
+from inboxd.models import Daemon, Delivery, Incident, MailboxState, Message
+from inboxd.tickets import outbox
 from inboxd.tickets.views import iso
 
 DAEMON_STALE_S = 60.0
@@ -24,38 +25,15 @@ def _age(now: datetime, at: datetime | None) -> float | None:
 
 
 def outbox_backlog(session: Session, now: datetime) -> dict[str, Any]:
-    """Outgoing mail not sent yet, and how long the oldest due one has waited.
-
-    A row held by `not_before` (an escalation waiting for business hours) is counted as
-    held, not as waiting: its wait starts when the hold ends.
-    """
-    counts = {"queued": 0, "sending": 0, "failed": 0}
-    counts |= dict(
-        session.exec(
-            select(Outbox.status, func.count())
-            .where(col(Outbox.status).in_(list(counts)))
-            .group_by(col(Outbox.status))
-        ).all()
-    )
-    held = session.exec(
-        select(func.count()).where(col(Outbox.status) == "queued", col(Outbox.not_before) > now)
-    ).one()
-    waiting_since = func.coalesce(col(Outbox.not_before), col(Outbox.created_at))
-    oldest = session.exec(
-        select(type_coerce(func.min(waiting_since), UTCDateTime())).where(
-            and_(
-                col(Outbox.status).in_(("queued", "sending")),
-                or_(col(Outbox.not_before).is_(None), col(Outbox.not_before) <= now),
-            )
-        )
-    ).one()
+    """The outbox backlog as `status --json` shows it."""
+    b = outbox.backlog(session, now)
     return {
-        "queued": int(counts["queued"]),
-        "held": int(held),
-        "sending": int(counts["sending"]),
-        "failed": int(counts["failed"]),
-        "oldest_queued_at": iso(oldest),
-        "oldest_queued_age_s": _age(now, oldest),
+        "queued": b.queued,
+        "held": b.held,
+        "sending": b.sending,
+        "failed": b.failed,
+        "oldest_queued_at": iso(b.oldest_due_at),
+        "oldest_queued_age_s": _age(now, b.oldest_due_at),
     }
 
 

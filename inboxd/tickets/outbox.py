@@ -21,13 +21,13 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import and_, bindparam, func, or_, update
+from sqlalchemy import and_, bindparam, func, or_, type_coerce, update
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.orm import defer
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from inboxd.db import Prepared, model_defaults
+from inboxd.db import Prepared, UTCDateTime, model_defaults
 from inboxd.errors import InboxdError, NotFound
 from inboxd.mail.compose import Rendered, message_id_of
 from inboxd.models import Daemon, Message, Outbox, RawMail, Ticket
@@ -205,6 +205,43 @@ _COUNT_UP = Prepared(
     )
     .returning(Ticket.__table__.c.message_count)  # type: ignore[attr-defined]
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Outgoing mail not sent yet. A row held by `not_before` (an escalation waiting for
+    business hours) is held, not waiting: its wait starts when the hold ends."""
+
+    queued: int
+    held: int  # of the queued, not due yet
+    sending: int
+    failed: int
+    oldest_due_at: datetime | None  # since when the longest-waiting due mail waits
+
+
+def backlog(session: Session, now: datetime) -> Backlog:
+    """What `inboxd status` and the metrics report about the outbox."""
+    counts = {"queued": 0, "sending": 0, "failed": 0}
+    counts |= dict(
+        session.exec(
+            select(Outbox.status, func.count())
+            .where(col(Outbox.status).in_(list(counts)))
+            .group_by(col(Outbox.status))
+        ).all()
+    )
+    held = session.exec(
+        select(func.count()).where(col(Outbox.status) == "queued", col(Outbox.not_before) > now)
+    ).one()
+    waiting_since = func.coalesce(col(Outbox.not_before), col(Outbox.created_at))
+    oldest = session.exec(
+        select(type_coerce(func.min(waiting_since), UTCDateTime())).where(
+            col(Outbox.status).in_(("queued", "sending")),
+            or_(col(Outbox.not_before).is_(None), col(Outbox.not_before) <= now),
+        )
+    ).one()
+    return Backlog(
+        int(counts["queued"]), int(held), int(counts["sending"]), int(counts["failed"]), oldest
+    )
 
 
 # -- delivery bookkeeping --------------------------------------------------------------
