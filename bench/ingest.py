@@ -107,7 +107,7 @@ def baseline(dovecot: Dovecot, user: str) -> tuple[int, float]:
 
 
 CHILD = """
-import sys, time, resource, json, threading
+import sys, time, json, threading
 from inboxd.config import load_settings
 from inboxd.daemon import open_runtime
 from inboxd.mail.imap import MailboxWorker
@@ -117,7 +117,9 @@ worker = runtime.workers(threading.Event(), lambda: None)[0]
 t = time.perf_counter()
 n = worker.run_once()
 elapsed = time.perf_counter() - t
-rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec.
+status = open("/proc/self/status").read()
+rss_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
 print(json.dumps({"n": n, "s": elapsed, "rss_mb": rss_mb}))
 """
 
@@ -229,6 +231,7 @@ def main() -> None:
             f"loaded {len(mails)} messages into Dovecot in {time.perf_counter() - t:.1f}s "
             f"({sum(map(len, mails)) / 1e6:.1f} MB)"
         )
+        del mails
 
         n, secs = baseline(dovecot, user)
         base_rate = n / secs

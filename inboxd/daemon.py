@@ -24,15 +24,17 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from inboxd import alerts
+from inboxd.balance import Balancer
 from inboxd.clock import Clock, utcnow
 from inboxd.config import Settings
 from inboxd.db import make_engine, require_schema, session_scope
 from inboxd.errors import ConfigError
-from inboxd.leases import daemon_lock
+from inboxd.leases import DaemonPresence, daemon_lock, live_daemon_ids
 from inboxd.mail import smtp
 from inboxd.mail.imap import MailboxWorker, WorkerContext
 from inboxd.models import Daemon
 from inboxd.tickets import intake, tokens
+from inboxd.tickets.outbox import OWNER_DEAD_AFTER
 from inboxd.wiring import load_checked_rules
 
 log = logging.getLogger("inboxd.daemon")
@@ -55,6 +57,8 @@ class Runtime:
     # Stale-mailbox alerts count from here when it is later than the last good sync, so
     # a daemon back after a long stop may catch up first; None for `run --once`.
     alert_since: datetime | None = None
+    # PostgreSQL `run`: held for the daemon's life, so peers count it live (see balance.py).
+    presence: DaemonPresence | None = None
     _intake: intake.IntakeConfig | None = None
 
     def intake_config(self) -> intake.IntakeConfig:
@@ -70,7 +74,12 @@ class Runtime:
             self.settings, secret=secret, rules=rules, clock=self.clock
         )
 
-    def workers(self, halt: threading.Event, nudge: Callable[[], None]) -> list[MailboxWorker]:
+    def workers(
+        self,
+        halt: threading.Event,
+        nudge: Callable[[], None],
+        balancer: Balancer | None = None,
+    ) -> list[MailboxWorker]:
         ctx = WorkerContext(
             engine=self.engine,
             intake_config=self.intake_config,
@@ -79,8 +88,23 @@ class Runtime:
             on_error=lambda mailbox, kind, error: self.mailbox_failed(mailbox, kind, error, nudge),
             owner=self.daemon_id,
             clock=self.clock,
+            balancer=balancer,
         )
         return [MailboxWorker(mb, ctx) for mb in self.settings.mailboxes if mb.imap is not None]
+
+    def balancer(self) -> Balancer | None:
+        """Fair sharing of the mailboxes with the other live daemons (PostgreSQL only)."""
+        if self.engine.dialect.name != "postgresql":
+            return None  # SQLite: one daemon per database (flock)
+        self.presence = DaemonPresence(self.engine, self.daemon_id)
+        self.presence.hold()
+        return Balancer(
+            me=self.daemon_id,
+            mailboxes=sum(1 for mb in self.settings.mailboxes if mb.imap is not None),
+            live=lambda: live_daemon_ids(
+                self.engine, now=self.clock(), dead_after=OWNER_DEAD_AFTER
+            ),
+        )
 
     def mailbox_failed(
         self, mailbox: str, kind: str, error: str, nudge: Callable[[], None]
@@ -101,6 +125,8 @@ class Runtime:
             log.warning("alert not recorded", extra={"mailbox": mailbox, "error": str(exc)})
 
     def heartbeat(self, *, stopped: bool = False) -> None:
+        if self.presence is not None and not stopped:
+            self.presence.hold()  # re-taken if the database dropped our session
         now = self.clock()
         host, pid = socket.gethostname(), os.getpid()
         with session_scope(self.engine) as s:
@@ -261,10 +287,11 @@ async def _serve(runtime: Runtime) -> None:
     from inboxd.metrics import start_metrics
 
     metrics = start_metrics(runtime.settings, runtime.engine)
+    balancer = await asyncio.to_thread(runtime.balancer)
     await asyncio.to_thread(runtime.heartbeat)
     threads = [
         threading.Thread(target=w.run, name=f"imap:{w.mb.name}", daemon=True)
-        for w in runtime.workers(halt, nudge)
+        for w in runtime.workers(halt, nudge, balancer)
     ]
     for t in threads:
         t.start()
@@ -300,6 +327,10 @@ async def _serve(runtime: Runtime) -> None:
     if metrics is not None:
         metrics.close()
     await beat_task
+    if runtime.presence is not None:
+        # Peers count us gone at once and take the mailboxes as our workers let go.
+        await asyncio.to_thread(runtime.presence.release)
+        runtime.presence = None
     # The sender finishes or cuts its send (smtp.STOP_GRACE_S) while the threads wind down.
     done = await asyncio.gather(
         sender,

@@ -625,20 +625,64 @@ def _clock_fields() -> Any:
 
 
 def test_read_path_sla_state_is_the_sla_modules() -> None:
-    """`views` computes the SLA state without importing `sla`: both must agree."""
+    """`views` reads the clocks with the sweep's own functions, over rows as over tickets."""
     pytest.importorskip("hypothesis")
+    from dataclasses import fields as dataclass_fields
+
     from hypothesis import given, settings
 
     from inboxd.models import Ticket
     from inboxd.tickets import sla, views
 
+    assert (views.sla_state, views.active_due) == (sla.sla_state, sla.active_due)
     now = datetime(2026, 3, 1, 6, tzinfo=UTC)
+    blank = {f.name: None for f in dataclass_fields(views.TicketRow)}
 
     @settings(max_examples=400, deadline=None)
     @given(_clock_fields())
     def check(fields: dict[str, Any]) -> None:
         ticket = Ticket(subject="s", created_at=now, updated_at=now, **fields)
-        assert views.sla_state(ticket, now) == sla.sla_state(ticket, now)
-        assert views.active_due(ticket) == sla.active_due(ticket)
+        row = views.TicketRow(**{**blank, "id": 1, "subject": "s", **fields})
+        assert views.sla_state(row, now) == sla.sla_state(ticket, now)
+        assert views.active_due(row) == sla.active_due(ticket)
 
     check()
+
+
+def test_plain_option_values_convert_as_typer_converts_them() -> None:
+    """`inboxd.cli.coerce` spares the pydantic import for plain values; every value, plain
+    or not, converts to what Typer's own converter gives, or fails with its message."""
+    from typer._click import Context
+    from typer._click.exceptions import BadParameter
+    from typer._coercion import build_runtime_param
+    from typer.main import get_group
+
+    from inboxd.cli import coerce, main
+
+    commands = main.build(["ticket"])["ticket"].commands
+    group = get_group(main.app)  # --config, --as
+    params = [
+        *group.params,
+        *commands["list"].params,
+        *commands["show"].params,
+        *commands["attachment"].params,
+    ]
+    samples: list[Any] = [
+        None, "", "ann@example.com", "é", "\udcff", "12", "0012", " 12", "+3", "1_000",
+        "-5", "12.5", "x", "99999999999999999999", 50, True, (), ("a",), ("a", "b"), "a/",
+        "./inboxd.toml", "inboxd.toml", "/nonexistent/dir/f", Path("p"), "a\0b",
+    ]  # fmt: skip
+    checked = 0
+    for param in params:
+        ctx = Context(commands["list"])
+        for value in samples:
+            results = []
+            for runtime in (coerce.LightParam(param), build_runtime_param(param.type_descriptor)):
+                try:
+                    got: Any = runtime.coerce(value, param=param, ctx=ctx)
+                    results.append(("ok", type(got), got))
+                except (BadParameter, ValueError) as exc:
+                    results.append(("error", type(exc), str(exc)))
+            assert results[0] == results[1], (param.name, value)
+            checked += 1
+    assert checked > 300

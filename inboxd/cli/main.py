@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from inboxd.cli import coerce
 from inboxd.cli.common import STATE, fail
 from inboxd.errors import InboxdError
 
@@ -164,6 +165,7 @@ class LazyGroup(TyperGroup):
 
 
 app = typer.Typer(cls=LazyGroup, **_APP_SETTINGS)
+coerce.install()  # parameters convert plain values without pydantic (see inboxd.cli.coerce)
 
 
 @app.callback()

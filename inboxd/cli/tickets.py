@@ -21,9 +21,9 @@ from inboxd.errors import ConfigError, InboxdError, NotFound
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from inboxd.cli.identity import Who
     from inboxd.mail.compose import Attachment
     from inboxd.tickets.actions import Changed
+    from inboxd.tickets.agents import Agent
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -82,7 +82,7 @@ def list_tickets(
     from inboxd.tickets.queue import NOBODY, OPEN_STATUSES, PRIORITIES, STATUSES
 
     settings = STATE.settings
-    who = identity.who()
+    who = identity.current()
     now = utcnow()
     for name in team or ():
         if name not in {t.name for t in settings.teams}:
@@ -131,7 +131,9 @@ def list_tickets(
     _queue_table(docs, total=total, now=now, who=who)
 
 
-def _queue_table(docs: list[dict[str, Any]], *, total: int, now: datetime, who: Who | None) -> None:
+def _queue_table(
+    docs: list[dict[str, Any]], *, total: int, now: datetime, who: Agent | None
+) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -227,7 +229,7 @@ def show(
     from inboxd.clock import utcnow
     from inboxd.tickets import views
 
-    identity.who()  # a wrong --as is said now, not silently ignored
+    identity.current()  # a wrong --as is said now, not silently ignored
     now = utcnow()
     with read_scope() as r:
         doc = views.ticket_detail(r, ticket, now=now)
@@ -332,7 +334,7 @@ def _render_message(console: Console, m: dict[str, Any], *, full: bool, reply_te
         console.print(Text("… quoted history hidden (--full shows it)", style="dim"))
     if m["attachments"]:
         # The name as `ticket attachment` saves it: no path, no bidi tricks (`gpj.exe`).
-        from inboxd.mail.parse import safe_filename
+        from inboxd.mail.names import safe_filename
 
         for a in m["attachments"]:
             name = safe_filename(a.get("filename") or "", int(a.get("index", 0)))

@@ -14,7 +14,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from imapclient import IMAPClient, SocketTimeout
@@ -22,6 +22,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from inboxd.balance import Balancer, HandOver
 from inboxd.clock import Clock, utcnow
 from inboxd.db import session_scope
 from inboxd.errors import ConfigError
@@ -64,6 +65,7 @@ class WorkerContext:
     on_error: Callable[[str, str, str], None] = lambda mailbox, kind, error: None  # alerts
     owner: str | None = None
     clock: Clock = utcnow
+    balancer: Balancer | None = None  # PostgreSQL daemons: how many mailboxes to hold
 
 
 def connect(mb: Mailbox) -> IMAPClient:
@@ -130,19 +132,55 @@ class MailboxWorker:
                     self.ctx.halt.wait(LEASE_RETRY_S)
                     continue
                 self._work(lease)
+                if not self.ctx.halt.is_set():
+                    self._let_go(lease)  # handed over or lost; the balancer says when to retry
         finally:
-            lease.release()
-            self._record(lambda s: mailboxes.record_idle(s, self.mb.name, idle=False, owner=None))
+            self._let_go(lease)
 
     def _acquire(self, lease: MailboxLease) -> bool:
+        """Take the lock when the balancer (if any) allows this daemon one more mailbox."""
+        balancer = self.ctx.balancer
         try:
-            return lease.acquire()
+            if balancer is None:
+                return lease.acquire()
+            got = balancer.acquire(self.mb.name, lease.acquire, free=lease.is_free)
         except Exception as exc:  # noqa: BLE001 - database unreachable: recorded, retried
             self._failed(exc, sleep=False)
             return False
+        if got:
+            log.info("mailbox taken", extra={"mailbox": self.mb.name, "share": balancer.share})
+        return got
+
+    def _let_go(self, lease: MailboxLease) -> None:
+        """Clear the owner while the lock is still ours (a successor may be writing it
+        next), then drop the lock."""
+        if lease.held:
+            self._record(lambda s: mailboxes.record_idle(s, self.mb.name, idle=False, owner=None))
+        lease.release()
+        if self.ctx.balancer is not None:
+            self.ctx.balancer.release(self.mb.name)
 
     def _work(self, lease: MailboxLease) -> None:
-        """Until shutdown or until the lease is lost (another daemon takes over then)."""
+        """Until shutdown, until the lease is lost (another daemon takes over then), or until
+        the balancer hands the mailbox to another daemon: the batch in hand is committed,
+        IDLE is left and the client logs out, exactly as on shutdown."""
+        daemon_ctx = self.ctx
+        balancer = daemon_ctx.balancer
+        handover: HandOver | None = None
+        if balancer is not None:
+            name = self.mb.name
+            handover = HandOver(daemon_ctx.halt, lambda: balancer.should_yield(name))
+            self.ctx = replace(daemon_ctx, halt=handover)
+        try:
+            self._work_loop(lease)
+        finally:
+            self.ctx = daemon_ctx
+        if balancer and handover and handover.is_set() and not daemon_ctx.halt.is_set():
+            log.info(
+                "mailbox handed over", extra={"mailbox": self.mb.name, "share": balancer.share}
+            )
+
+    def _work_loop(self, lease: MailboxLease) -> None:
         while not self.ctx.halt.is_set() and lease.alive():
             try:
                 client = connect(self.mb)

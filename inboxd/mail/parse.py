@@ -36,10 +36,8 @@ import codecs
 import email
 import email.utils
 import hashlib
-import os
 import quopri
 import re
-import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +46,7 @@ from email.message import Message
 import mailparser
 
 from inboxd.mail import msgids
+from inboxd.mail.names import safe_filename as safe_filename  # re-exported: its old home
 from inboxd.mail.text import html_to_text, normalize_newlines
 
 
@@ -889,34 +888,3 @@ def attachment_payload(raw: bytes, index: int) -> tuple[Attachment, bytes]:
         raise IndexError(f"attachment {index} does not exist (mail has {len(parts.attachments)})")
     hint = _charset_hint(message, list(message.raw_items()))
     return _attachment(parts.attachments[index], index, hint)
-
-
-_UNSAFE_IN_NAME = re.compile(r'[<>:"|?*]')
-_RESERVED_WINDOWS = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
-_MAX_NAME = 120
-
-
-def safe_filename(name: str, index: int) -> str:
-    """A file name safe to create in a directory of our choosing.
-
-    Basename only (no ``/`` or ``\\``), no control or format characters (a
-    right-to-left override can disguise ``gpj.exe``), no leading dots, no
-    ``..``, no characters Windows refuses, at most 120 characters with the
-    extension kept; ``attachment-<index>`` when nothing usable is left.
-    """
-    fallback = f"attachment-{index}"
-    text = unicodedata.normalize("NFC", _clean(name or ""))
-    text = re.split(r"[\\/]", text)[-1]
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
-    text = _UNSAFE_IN_NAME.sub("_", text)
-    text = re.sub(r"\.{2,}", ".", re.sub(r"\s+", " ", text)).strip()
-    text = text.lstrip(". ").rstrip(". ")
-    if not text:
-        return fallback
-    if _RESERVED_WINDOWS.fullmatch(text):
-        text = "_" + text
-    if len(text) > _MAX_NAME:
-        stem, ext = os.path.splitext(text)
-        ext = ext[:16]
-        text = stem[: _MAX_NAME - len(ext)].rstrip(". ") + ext
-    return text or fallback

@@ -29,6 +29,8 @@ from inboxd.errors import Forbidden, InboxdError, NotFound
 from inboxd.mail import compose
 from inboxd.models import Message, Participant, Ticket, TicketTag
 from inboxd.tickets import assignment, events, notify, sla, survey, tokens
+from inboxd.tickets.agents import Agent as Agent  # re-exported: callers know it from here
+from inboxd.tickets.agents import agent as agent
 from inboxd.tickets.classify import is_machine_address
 
 if TYPE_CHECKING:
@@ -48,39 +50,6 @@ NOBODY = ("nobody", "none", "-")  # spellings of "no assignee"
 _TAG = re.compile(r"^[a-z0-9][a-z0-9_.:/-]{0,49}$")
 _TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 _REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|vs|antw|réf|ref|fwd?|wg)\s*(\[\d+\])?\s*:\s*)+", re.I)
-
-
-# -- who is acting ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Agent:
-    """An agent as the configuration knows it: its address, its teams, the teams it leads."""
-
-    address: str
-    teams: frozenset[str]
-    leads: frozenset[str]
-
-    def in_team(self, team: str | None) -> bool:
-        """Member or lead of `team`; a ticket no team holds is anyone's."""
-        return team is None or team in self.teams
-
-    def leads_team(self, team: str | None) -> bool:
-        return team in self.leads if team is not None else bool(self.leads)
-
-
-def agent(settings: Settings, address: str) -> Agent:
-    """The agent `address` acts as; NotFound when no team has it as member or lead."""
-    address = address.strip().lower()
-    teams = settings.teams_of(address)
-    if not teams:
-        known = ", ".join(sorted(settings.agents())) or "none configured"
-        raise NotFound(f"unknown agent {address or '(empty)'} (agents: {known})")
-    return Agent(
-        address=address,
-        teams=frozenset(t.name for t in teams),
-        leads=frozenset(t.name for t in teams if t.lead == address),
-    )
 
 
 # -- results -----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The agents' queue: live tickets, nearest SLA due first, one indexed page at a time.
 
 The order is `QUEUE_DUE_SQL`, the nearest due of the clocks still racing (what
-`sla.active_due` computes in Python), and the index `ix_ticket_live_due` (migration 0003)
+`clocks.active_due` computes in Python), and the index `ix_ticket_live_due` (migration 0003)
 holds exactly that expression and id, for open and pending tickets only. A page is read
 in index order and stops at `limit`, so the default queue costs the same with a thousand
 tickets ever handled or a million. Queries repeat the expression and the index predicate

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta, tzinfo
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Engine, bindparam, insert, text, update
 from sqlalchemy import select as core_select
@@ -49,6 +49,21 @@ from inboxd.mail import compose
 from inboxd.models import Ticket, TicketEvent
 from inboxd.tickets import assignment, events, templates
 from inboxd.tickets.calendar import BusinessCalendar
+from inboxd.tickets.clocks import (  # reading the clocks: pure, shared with the read path
+    CLOCKS,
+    DONE,
+    LIVE,
+    ClockFields,
+    ClockName,
+    Level,
+    Threshold,
+    running,
+    thresholds,
+)
+from inboxd.tickets.clocks import State as State
+from inboxd.tickets.clocks import active_due as active_due
+from inboxd.tickets.clocks import instants as _get
+from inboxd.tickets.clocks import sla_state as sla_state
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -57,12 +72,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("inboxd.sla")
 
-ClockName = Literal["first_response", "next_response", "resolution"]
-Level = Literal["warning", "breach"]
-State = Literal["ok", "warning", "breached", "paused", "met"]
-CLOCKS: tuple[ClockName, ...] = ("first_response", "next_response", "resolution")
-LIVE = ("open", "pending")  # statuses whose clocks run (pending: paused)
-DONE = ("resolved", "closed")
 PRIORITIES = ("low", "normal", "high", "urgent")
 SWEEP_LOCK = lock_key("sweep", "sla")
 ESCALATION_TEMPLATE = "escalation.txt"
@@ -165,23 +174,7 @@ def resolve(settings: Settings, name: str | None) -> tuple[SlaPolicy, BusinessCa
 # -- clock bookkeeping on the ticket ------------------------------------------------
 
 
-class Threshold(NamedTuple):
-    """One instant a clock crosses: its warning or its breach, in one cycle.
-
-    A named tuple: the sweep builds a few per due ticket, thousands in a burst.
-    """
-
-    clock: ClockName
-    level: Level
-    at: datetime
-    cycle: int
-
-    @property
-    def marker(self) -> str:
-        return f"{self.clock}:{self.level}:{self.cycle}"
-
-
-class Clocked(Protocol):
+class Clocked(ClockFields, Protocol):
     """What the clocks and the sweep read and write of a ticket: a `Ticket`, or the
     sweep's plain `_Due` row (a backlog of thousands never becomes ORM instances)."""
 
@@ -212,15 +205,6 @@ class Clocked(Protocol):
     resolution_cycle: int
 
 
-def _get(ticket: Clocked, clock: ClockName) -> tuple[datetime | None, datetime | None, int]:
-    """(warning instant, due instant, cycle) of one clock."""
-    if clock == "first_response":
-        return ticket.first_response_warn_at, ticket.first_response_due, 0
-    if clock == "next_response":
-        return ticket.next_response_warn_at, ticket.next_response_due, ticket.next_response_cycle
-    return ticket.resolution_warn_at, ticket.resolution_due, ticket.resolution_cycle
-
-
 def _set(ticket: Clocked, clock: ClockName, warn: datetime | None, due: datetime | None) -> None:
     if clock == "first_response":
         ticket.first_response_warn_at, ticket.first_response_due = warn, due
@@ -228,45 +212,6 @@ def _set(ticket: Clocked, clock: ClockName, warn: datetime | None, due: datetime
         ticket.next_response_warn_at, ticket.next_response_due = warn, due
     else:
         ticket.resolution_warn_at, ticket.resolution_due = warn, due
-
-
-def running(ticket: Clocked, clock: ClockName) -> bool:
-    """Whether this clock still races (paused ones included): its target is not met yet."""
-    if ticket.status not in LIVE or _get(ticket, clock)[1] is None:
-        return False
-    return clock != "first_response" or ticket.first_response_at is None
-
-
-def thresholds(ticket: Clocked) -> list[Threshold]:
-    """Every threshold of the running clocks' current cycles, earliest first."""
-    if ticket.status not in LIVE:
-        return []
-    out: list[Threshold] = []
-    # Each attribute read once: the sweep calls this for every due ticket, twice.
-    clocks: list[tuple[ClockName, datetime | None, datetime | None]] = [
-        ("next_response", ticket.next_response_warn_at, ticket.next_response_due),
-        ("resolution", ticket.resolution_warn_at, ticket.resolution_due),
-    ]
-    if ticket.first_response_at is None:
-        clocks.append(("first_response", ticket.first_response_warn_at, ticket.first_response_due))
-    for clock, warn, due in clocks:
-        if due is None:
-            continue
-        cycle = (
-            ticket.next_response_cycle
-            if clock == "next_response"
-            else ticket.resolution_cycle
-            if clock == "resolution"
-            else 0
-        )
-        if warn is not None:
-            out.append(Threshold(clock, "warning", warn, cycle))
-        out.append(Threshold(clock, "breach", due, cycle))
-    out.sort(key=lambda t: (t.at, t.level == "breach", _CLOCK_ORDER[t.clock]))
-    return out
-
-
-_CLOCK_ORDER = {clock: i for i, clock in enumerate(CLOCKS)}
 
 
 def _targets(
@@ -460,42 +405,6 @@ def _resume(ticket: Clocked, cal: BusinessCalendar, now: datetime) -> None:
 
 
 # -- what a ticket's SLA looks like now ----------------------------------------------
-
-
-def active_due(ticket: Ticket) -> datetime | None:
-    """The nearest deadline of the clocks still racing (paused ones included)."""
-    dues = [_get(ticket, c)[1] for c in CLOCKS if running(ticket, c)]
-    return min((d for d in dues if d is not None), default=None)
-
-
-def sla_state(ticket: Ticket, now: datetime) -> State | None:
-    """ok | warning | breached | paused | met, or None when no SLA applies (or merged).
-
-    breached: a target of a current cycle was missed (fired, met late, or past due now);
-    met: resolved or closed without that; paused: pending; warning: a running clock
-    passed its warning instant.
-    """
-    if ticket.sla_policy is None or ticket.status == "merged":
-        return None
-    if ticket.status == "pending":
-        return "paused"
-    fired = set(ticket.sla_fired)
-    if any(f"{c}:breach:{_get(ticket, c)[2]}" in fired for c in CLOCKS):
-        return "breached"
-    late = [
-        (ticket.first_response_at, ticket.first_response_due),
-        (ticket.resolved_at if ticket.status in DONE else None, ticket.resolution_due),
-    ]
-    if any(at is not None and due is not None and at > due for at, due in late):
-        return "breached"
-    live = thresholds(ticket)
-    if any(t.level == "breach" and now >= t.at for t in live):
-        return "breached"
-    if ticket.status in DONE:
-        return "met"
-    if any(t.level == "warning" and (now >= t.at or t.marker in fired) for t in live):
-        return "warning"
-    return "ok"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from inboxd.errors import NotFound
+from inboxd.tickets.clocks import active_due, sla_state
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -220,74 +221,6 @@ _MESSAGE_DECODERS: dict[str, Callable[..., Any]] = {
 
 def message_row(row: Mapping[str, Any]) -> MessageRow:
     return _decode(MessageRow, row, _MESSAGE_DECODERS)  # type: ignore[no-any-return]
-
-
-# -- SLA state ---------------------------------------------------------------------------
-#
-# What `inboxd.tickets.sla.sla_state` and `active_due` compute, over the attributes alone:
-# importing `sla` brings SQLAlchemy, the config models and the templates, which the CLI's
-# read commands cannot afford. tests/test_agent_cli.py holds the two equal on generated
-# tickets; a change to either must be made to both.
-
-_LIVE = ("open", "pending")
-_DONE = ("resolved", "closed")
-_CLOCKS = ("first_response", "next_response", "resolution")
-
-
-def _clock(t: Any, clock: str) -> tuple[datetime | None, datetime | None, int]:
-    """(warning instant, due instant, cycle) of one clock."""
-    if clock == "first_response":
-        return t.first_response_warn_at, t.first_response_due, 0
-    if clock == "next_response":
-        return t.next_response_warn_at, t.next_response_due, t.next_response_cycle
-    return t.resolution_warn_at, t.resolution_due, t.resolution_cycle
-
-
-def _running(t: Any, clock: str) -> bool:
-    if t.status not in _LIVE or _clock(t, clock)[1] is None:
-        return False
-    return clock != "first_response" or t.first_response_at is None
-
-
-def active_due(ticket: Ticket | TicketRow) -> datetime | None:
-    """The deadline the ticket is racing now: first response, next response, resolution."""
-    dues = [_clock(ticket, c)[1] for c in _CLOCKS if _running(ticket, c)]
-    return min((d for d in dues if d is not None), default=None)
-
-
-def sla_state(ticket: Ticket | TicketRow, now: datetime) -> str | None:
-    """ok | warning | breached | paused | met, or None when no SLA policy applies."""
-    t = ticket
-    if t.sla_policy is None or t.status == "merged":
-        return None
-    if t.status == "pending":
-        return "paused"
-    fired = set(t.sla_fired)
-    if any(f"{c}:breach:{_clock(t, c)[2]}" in fired for c in _CLOCKS):
-        return "breached"
-    late = [
-        (t.first_response_at, t.first_response_due),
-        (t.resolved_at if t.status in _DONE else None, t.resolution_due),
-    ]
-    if any(at is not None and due is not None and at > due for at, due in late):
-        return "breached"
-    # The thresholds (warning, breach) of the running clocks' current cycles.
-    live: list[tuple[str, datetime, str]] = []
-    if t.status in _LIVE:
-        for clock in _CLOCKS:
-            warn, due, cycle = _clock(t, clock)
-            if due is None or (clock == "first_response" and t.first_response_at is not None):
-                continue
-            if warn is not None:
-                live.append(("warning", warn, f"{clock}:warning:{cycle}"))
-            live.append(("breach", due, f"{clock}:breach:{cycle}"))
-    if any(level == "breach" and now >= at for level, at, _ in live):
-        return "breached"
-    if t.status in _DONE:
-        return "met"
-    if any(level == "warning" and (now >= at or marker in fired) for level, at, marker in live):
-        return "warning"
-    return "ok"
 
 
 # -- tickets -----------------------------------------------------------------------------
