@@ -25,8 +25,8 @@ from inboxd.cli.main import main
 from inboxd.config import Settings, load_settings
 from inboxd.db import make_engine, session_scope
 from inboxd.mail import smtp
-from inboxd.mail.compose import Outgoing, build
-from inboxd.models import Daemon, Outbox, Ticket
+from inboxd.mail.compose import Outgoing, build, render
+from inboxd.models import Daemon, Message, Outbox, Ticket
 from inboxd.tickets import outbox, views
 
 CUSTOMER = "customer@client.example"
@@ -100,6 +100,51 @@ def enqueue(
         )
         assert row.id is not None
         return Queued(row.id, row.message_id, row.data)
+
+
+def test_customer_mail_joins_the_conversation_with_pending_ticket_changes(
+    database: Database,
+) -> None:
+    """An outgoing reply counts on its ticket, and changes the caller made to the ticket
+    in the same transaction (not flushed yet) are kept, not overwritten by the count."""
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    ticket_id = new_ticket(database.engine, now)
+    rendered = render(
+        Outgoing(
+            sender="support@example.com",
+            sender_name="Support",
+            to=[CUSTOMER],
+            subject="Re: Printer on fire",
+            text="Fixed.\n",
+            at=now,
+        )
+    )
+    with session_scope(database.engine) as s:
+        ticket = s.get(Ticket, ticket_id)
+        assert ticket is not None and ticket.message_count == 0
+        ticket.message_count += 1  # e.g. a mail the caller joined in the same transaction
+        ticket.status = "pending"
+        outbox.enqueue(
+            s,
+            kind="reply",
+            message=rendered,
+            smtp="default",
+            now=now,
+            mailbox="support",
+            ticket=ticket,
+        )
+        assert ticket.message_count == 2
+    with Session(database.engine) as s:
+        stored = s.get(Ticket, ticket_id)
+        assert stored is not None
+        assert (stored.message_count, stored.status) == (2, "pending")
+        out = s.exec(select(Message).where(Message.ticket_id == ticket_id)).one()
+        assert (out.direction, out.from_addr, out.from_name) == (
+            "out",
+            "support@example.com",
+            "Support",
+        )
+        assert out.message_id == rendered.message_id and out.text == "Fixed.\n"
 
 
 def row(engine: Engine, row_id: int) -> Outbox:

@@ -175,6 +175,7 @@ def _record_outbound(
             "mailbox": mailbox,
             "author": author,
             "from_addr": mail.mail_from.lower(),
+            "from_name": mail.sender_name or None,
             "to_addrs": [{"addr": a.lower(), "name": ""} for a in mail.to],
             "cc_addrs": [{"addr": a.lower(), "name": ""} for a in mail.cc],
             "subject": mail.subject,
@@ -187,6 +188,8 @@ def _record_outbound(
         },
     )
     _INSERT_RAW.rows(session, {"message_pk": pk, "data": mail.data, "purged_at": None})
+    if session.is_modified(ticket):  # a pending change would be lost to the line below
+        session.flush()
     count = _COUNT_UP.scalar(session, {"ticket_pk": ticket.id, "at": now})
     # The ticket object stays true to the row without becoming dirty.
     set_committed_value(ticket, "message_count", count)
