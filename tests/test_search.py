@@ -138,6 +138,18 @@ def test_phrase_or_and_exclusion(engine: Engine, tickets: dict[str, int]) -> Non
     )
 
 
+def test_prefix_matches_words_it_begins(engine: Engine, tickets: dict[str, int]) -> None:
+    assert ids(engine, "refu*") == [tickets["refund"], tickets["login"]]
+    assert ids(engine, "invo* -refu*") == [tickets["invoice"]]
+    assert ids(engine, "client.exam*") == ids(engine, "client.example")
+    [first, _] = docs(engine, "REFU*")
+    assert first["snippet"] == (
+        "I was charged twice for order 1234. Please «refund» the second charge."
+    )
+    assert ids(engine, "r*") == ids(engine, "r")  # one letter and a star is just the letter
+    assert fts5_expression(parse_query("refu* -spam*")) == '("refu"*) NOT "spam"*'
+
+
 def test_addresses_names_and_non_ascii(engine: Engine, tickets: dict[str, int]) -> None:
     assert ids(engine, "alice@client.example") == [tickets["refund"]]
     assert sorted(ids(engine, "client.example")) == sorted([tickets["refund"], tickets["invoice"]])

@@ -2,8 +2,9 @@
 
 Query language (the same on both databases, close to PostgreSQL's `websearch_to_tsquery`):
 words are ANDed; `"a phrase"` must appear as written; `-word` or `-"a phrase"` excludes;
-`or` between two terms accepts either. Everything else in the user's text is plain
-text: quotes, parentheses, `*`, `:`, `NEAR`, `AND` never reach the database as syntax.
+`or` between two terms accepts either; `word*` (two letters or more before the star)
+matches every word it begins. Everything else in the user's text is plain text: quotes,
+parentheses, `*`, `:`, `NEAR`, `AND` never reach the database as syntax.
 A term's words are its runs of letters and digits, as the index splits them, so
 `alice@client.example` is the phrase "alice client example" and finds that address.
 
@@ -57,9 +58,11 @@ _FTS_WEIGHTS = "bm25(5.0, 1.0, 3.0)"  # subject, body, addrs (migration 0002's c
 
 @dataclass(frozen=True, slots=True)
 class Term:
-    """Words that must appear in this order (one word is a phrase of one)."""
+    """Words that must appear in this order (one word is a phrase of one); with
+    `prefix`, the last one only has to begin a word."""
 
     words: tuple[str, ...]
+    prefix: bool = False
 
     @property
     def text(self) -> str:
@@ -84,6 +87,7 @@ class Query:
 
 
 _TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+_PREFIX = re.compile(r"(?<![^\W_])[^\W_]{2,}\*$")  # `refu*`: a word of 2+ characters, a star
 
 
 def parse_query(text: str) -> Query:
@@ -101,7 +105,7 @@ def parse_query(text: str) -> Query:
         words = tuple(w.lower() for w in _WORD.findall(phrase or ""))
         if not words:
             continue
-        term = Term(words)
+        term = Term(words, prefix=bool(bare) and _PREFIX.search(bare) is not None)
         if negated:
             excluded.append(term)
             pending_or = False
@@ -117,7 +121,7 @@ def fts5_expression(query: Query) -> str:
     """The FTS5 MATCH text: every term a double-quoted string, so nothing is syntax."""
 
     def quoted(term: Term) -> str:
-        return '"' + term.text.replace('"', '""') + '"'
+        return '"' + term.text.replace('"', '""') + '"' + ("*" if term.prefix else "")
 
     parts = []
     for group in query.must:
@@ -132,8 +136,16 @@ def fts5_expression(query: Query) -> str:
 def _pg_tsquery(query: Query) -> Any:
     """A tsquery built from bound phrases: user text is only ever a parameter."""
 
+    simple = literal_column("'simple'::regconfig")
+
     def phrase(term: Term) -> Any:
-        return func.phraseto_tsquery(literal_column("'simple'::regconfig"), term.text)
+        if not term.prefix:
+            return func.phraseto_tsquery(simple, term.text)
+        # The word is letters and digits only (`_WORD`): nothing in it is tsquery syntax.
+        last = func.to_tsquery(simple, f"{term.words[-1]}:*")
+        if len(term.words) == 1:
+            return last
+        return func.tsquery_phrase(func.phraseto_tsquery(simple, " ".join(term.words[:-1])), last)
 
     result: Any = None
     for group in query.must:
@@ -333,7 +345,9 @@ def _rank_postgresql(
 def _pattern(terms: Sequence[Term]) -> re.Pattern[str] | None:
     """Any of the terms as written in text: its words separated by non-word characters."""
     alternatives = [
-        r"(?<![^\W_])" + r"[\W_]+".join(re.escape(w) for w in t.words) + r"(?![^\W_])"
+        r"(?<![^\W_])"
+        + r"[\W_]+".join(re.escape(w) for w in t.words)
+        + (r"[^\W_]*" if t.prefix else r"(?![^\W_])")
         for t in terms
         if t.words
     ]
