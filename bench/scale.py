@@ -475,17 +475,13 @@ def report(runs: list[Run], probes: int) -> None:
             f"Top PostgreSQL statement with {last.daemons} daemons ({share:.0f}% of the top 6): {q}"
         )
     print(
-        "What limits scaling: not CPU (the host is far from busy) but serialisation in the\n"
-        "database and in mailbox ownership. Every new ticket of a round-robin team locks the\n"
-        "team row (SELECT ... FOR UPDATE on team.rr_last) until its batch of up to batch_size\n"
-        "mails commits, so batches of all mailboxes, across all daemons, commit one after the\n"
-        "other; and mailboxes go to whichever daemon's worker asks first (see 'mailboxes each'),\n"
-        "with no rebalancing, so extra daemons mostly stand by. More hosts would add outbox\n"
-        "senders (acks/s) but not ingest until assignment is taken out of the batch transaction\n"
-        "(or done per ticket in a short transaction) and leases are balanced across daemons.\n"
-        "Probes with no ack: an IDLE wake-up can be lost when the new mail lands between the\n"
-        "last SEARCH and IDLE (see the report to the lead); it is picked up at the next mail or\n"
-        "IDLE renewal."
+        "What limits scaling: mailboxes are shared fairly (see 'mailboxes each'), so it is the\n"
+        "database. Every new ticket of a round-robin team takes its turn in a short transaction\n"
+        "of its own that locks the team row (SELECT ... FOR UPDATE on team.rr_last): picks for\n"
+        "one team are serialised across all daemons, and each costs a connection and a commit.\n"
+        "On this host the daemons, PostgreSQL and Dovecot also share two cores. More hosts add\n"
+        "outbox senders (acks/s) at once; ingest would scale further with rotation positions\n"
+        "handed out in blocks (one lock per N tickets) or teams without round-robin."
     )
 
 

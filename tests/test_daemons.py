@@ -65,16 +65,20 @@ def test_two_daemons_on_postgresql_split_and_take_over(
     config = write_config(tmp_path / "cfg", database=db.url, boxes=boxes, imap_port=dovecot.port)
     with daemon(config) as first:
         wait_for(lambda: all(_owners(db).get(b.name) for b in boxes), what="mailboxes owned")
+        [first_id] = set(_owners(db).values())  # alone, the first daemon works both
         with daemon(config) as second:
-            time.sleep(2)  # the standby tries the locks and finds them held
-            owners = _owners(db)
-            assert len(set(owners.values())) == 1, owners  # the first daemon kept both
+            wait_for(
+                lambda: len(set(_owners(db).values())) == 2 and all(_owners(db).values()),
+                timeout=45,
+                what="the two daemons to share the mailboxes, one each",
+            )
             first.send_signal(signal.SIGKILL)
             first.wait()
             started = time.monotonic()
             wait_for(
                 lambda: (
-                    len(set(_owners(db).values()) - set(owners.values())) == 1
+                    len(set(_owners(db).values())) == 1
+                    and first_id not in _owners(db).values()
                     and all(_owners(db).values())
                 ),
                 timeout=30,
