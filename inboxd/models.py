@@ -144,6 +144,9 @@ class Ticket(SQLModel, table=True):
         Index("ix_ticket_queue", "status", "team", "first_response_due"),
         Index("ix_ticket_sla_check", "sla_check_at"),
         Index("ix_ticket_customer", "customer_addr"),
+        # Least-loaded assignment counts each member's open tickets on every new ticket:
+        # with status in the index it reads only those, not the member's whole history.
+        Index("ix_ticket_assignee_status", "assignee", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -152,7 +155,7 @@ class Ticket(SQLModel, table=True):
     priority: str = Field(default="normal")
     team: str | None = None
     category: str | None = None
-    assignee: str | None = Field(default=None, index=True)
+    assignee: str | None = None  # indexed by ix_ticket_assignee_status
     customer_addr: str | None = None
     customer_name: str | None = None
     mailbox: str | None = None  # where it came in; replies go out through it
