@@ -44,6 +44,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from inboxd.errors import ConfigError
+from inboxd.locate import CONFIG_ENV, resolve_config_path
 
 __all__ = [
     "ALWAYS_OPEN",
@@ -67,8 +68,6 @@ __all__ = [
     "resolve_config_path",
 ]
 
-CONFIG_ENV = "INBOXD_CONFIG"
-DEFAULT_CONFIG = Path("inboxd.toml")
 BUILTIN_CALENDAR = "24x7"  # always open, UTC; usable by name without a [calendar.*] table
 TOKEN_TIMEOUT_S = 30
 
@@ -1394,14 +1393,6 @@ def _imap_problems(loc: Loc, imap: Mapping[str, Any]) -> Iterator[tuple[Loc, str
 
 
 # --------------------------------------------------------------------------- entry points
-
-
-def resolve_config_path(cli_value: Path | None) -> Path:
-    """--config wins, then $INBOXD_CONFIG, then ./inboxd.toml (returned as given)."""
-    if cli_value is not None:
-        return cli_value
-    env = os.environ.get(CONFIG_ENV, "").strip()
-    return Path(env).expanduser() if env else DEFAULT_CONFIG
 
 
 def _inspect(path: Path) -> tuple[list[Finding], Settings | None]:

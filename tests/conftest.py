@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,10 @@ from sqlalchemy import Engine
 POSTGRES_TEMPLATE = "inboxd_template"
 
 T = TypeVar("T")
+
+# The read commands cache the validated config's read view under $XDG_CACHE_HOME: the
+# tests' caches go to a folder of their own, not the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="inboxd-test-cache-")
 
 try:
     from hypothesis import settings

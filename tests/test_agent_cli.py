@@ -686,3 +686,41 @@ def test_plain_option_values_convert_as_typer_converts_them() -> None:
             assert results[0] == results[1], (param.name, value)
             checked += 1
     assert checked > 300
+
+
+def test_read_commands_validate_a_config_once_then_use_the_cached_view(
+    tmp_path: Path, sqlite_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After one full validation, `ticket list` needs no pydantic; any edit of the file
+    validates in full again, so a new member is known at once and a broken file is still
+    reported as broken, whatever an older cache said."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config = write_config(tmp_path / "cfg", database=sqlite_database.url, boxes=[], extra=SLA)
+    watch = "pydantic,inboxd"
+    args = ("--config", str(config), "--as", ANN, "ticket", "list", "--json")
+
+    assert json.loads(_probe(watch, *args)[0]) == []  # the first run validates in full
+    [cached] = (tmp_path / "cache" / "inboxd").iterdir()
+    assert cached.stat().st_mode & 0o077 == 0  # the owner's only
+    out, loaded = _probe(watch, *args)
+    assert json.loads(out) == [] and "pydantic" not in loaded
+
+    newcomer = "newbie@example.com"
+    text = config.read_text()
+    assert '"ann@example.com"' in text
+    config.write_text(text.replace('"ann@example.com"', f'"ann@example.com", "{newcomer}"', 1))
+    proc = subprocess.run(
+        [sys.executable, "-m", "inboxd", "--config", str(config), "--as", newcomer, "ticket",
+         "list", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+
+    config.write_text(text.replace("[[team]]", "[[team]]\nbogus_key = 1", 1))
+    proc = subprocess.run(
+        [sys.executable, "-m", "inboxd", "--config", str(config), "ticket", "list"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2  # a configuration error, as every command reports it
+    assert "bogus_key" in proc.stderr and "Traceback" not in proc.stderr

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from inboxd.cli.readconfig import ReadConfig
     from inboxd.config import Settings
     from inboxd.tickets.views import Reader
 
@@ -40,7 +41,7 @@ class CliState:
 
     @property
     def config_path(self) -> Path:
-        from inboxd.config import resolve_config_path
+        from inboxd.locate import resolve_config_path
 
         return resolve_config_path(self.config_option)
 
@@ -49,6 +50,13 @@ class CliState:
         from inboxd.config import load_settings
 
         return load_settings(self.config_path)
+
+    @cached_property
+    def read_config(self) -> ReadConfig:
+        """The database and the teams: all the read commands need, mostly from a cache."""
+        from inboxd.cli.readconfig import load
+
+        return load(self.config_path, lambda: self.settings)
 
     @cached_property
     def engine(self) -> Engine:
@@ -73,7 +81,7 @@ def read_scope() -> Iterator[Reader]:
     """
     from inboxd.tickets.views import SessionReader, SqliteReader
 
-    path = _sqlite_file(STATE.settings.inboxd.database)
+    path = _sqlite_file(STATE.read_config.database)
     conn = _open_sqlite(path) if path is not None else None
     if conn is None:
         from sqlmodel import Session

@@ -22,7 +22,7 @@ def current() -> Agent | None:
     from inboxd.tickets.agents import agent
 
     address = given()
-    return agent(STATE.settings, address) if address is not None else None
+    return agent(STATE.read_config, address) if address is not None else None
 
 
 def whoami() -> Agent:

@@ -81,12 +81,12 @@ def list_tickets(
     from inboxd.tickets import queue, views
     from inboxd.tickets.queue import NOBODY, OPEN_STATUSES, PRIORITIES, STATUSES
 
-    settings = STATE.settings
+    config = STATE.read_config
     who = identity.current()
     now = utcnow()
     for name in team or ():
-        if name not in {t.name for t in settings.teams}:
-            known = ", ".join(t.name for t in settings.teams)
+        if name not in {t.name for t in config.teams}:
+            known = ", ".join(t.name for t in config.teams)
             raise NotFound(f"no team {name} (teams: {known})")
     for value, known_values, what in (
         *((s, STATUSES, "status") for s in status or ()),

@@ -7,13 +7,25 @@ with it, without loading what the actions need.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from inboxd.errors import NotFound
 
-if TYPE_CHECKING:
-    from inboxd.config import Settings
+
+class _Team(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def lead(self) -> str | None: ...
+
+
+class Teams(Protocol):
+    """Who is in which team: the settings, or the read commands' cached view of them."""
+
+    def agents(self) -> frozenset[str]: ...
+    def teams_of(self, agent: str) -> Sequence[_Team]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +44,7 @@ class Agent:
         return team in self.leads if team is not None else bool(self.leads)
 
 
-def agent(settings: Settings, address: str) -> Agent:
+def agent(settings: Teams, address: str) -> Agent:
     """The agent `address` acts as; NotFound when no team has it as member or lead."""
     address = address.strip().lower()
     teams = settings.teams_of(address)
