@@ -43,6 +43,7 @@ from sqlmodel import Session
 
 from inboxd.clock import utcnow
 from inboxd.config import BUILTIN_CALENDAR, WEEKDAYS, General
+from inboxd.db import Prepared
 from inboxd.errors import ConfigError
 from inboxd.leases import lock_key
 from inboxd.mail import compose
@@ -492,11 +493,11 @@ def sweep(session: Session, *, settings: Settings, now: datetime, limit: int = 1
         if changed:
             changes.setdefault(tuple(changed), []).append({"_id": due.id, **changed})
     for names, params in changes.items():
-        conn.execute(_update_by_id(names), params)
+        _update_by_id(names).many(session, params)
     for key, group in batch.notices.items():
         _send(batch, key, group)
-    if batch.events:  # one statement for the batch: a backlog fires thousands
-        conn.execute(insert(TicketEvent.__table__), batch.events)  # type: ignore[attr-defined]
+    if batch.events:  # one executemany for the batch: a backlog fires thousands
+        _INSERT_EVENTS.many(session, batch.events)
     session.flush()
     written = {r[0] for r in rows}
     for obj in list(session.identity_map.values()):
@@ -579,14 +580,15 @@ class _Due:
         return _DUE_VALUES(self)  # type: ignore[no-any-return]
 
 
-_UPDATES: dict[tuple[str, ...], Any] = {}
+_UPDATES: dict[tuple[str, ...], Prepared] = {}
+_INSERT_EVENTS = Prepared(insert(TicketEvent.__table__))  # type: ignore[attr-defined]
 
 
-def _update_by_id(names: tuple[str, ...]) -> Any:
+def _update_by_id(names: tuple[str, ...]) -> Prepared:
     """`UPDATE ticket SET <names> WHERE id = :_id`, for executemany; built once per set."""
     stmt = _UPDATES.get(names)
     if stmt is None:
-        stmt = _UPDATES[names] = (
+        stmt = _UPDATES[names] = Prepared(
             update(_TICKET)
             .where(_TICKET.c.id == bindparam("_id"))
             .values({name: bindparam(name) for name in names})
@@ -728,13 +730,12 @@ def _act(b: _Batch, ticket: Clocked, action: str) -> dict[str, Any]:
         ticket.updated_at = b.now
         # The assignment strategies count tickets in the database: written at once, as
         # each one moves, so a burst of reassignments spreads over the team.
-        conn = b.session.connection()
-        conn.execute(
-            _update_by_id(("team", "updated_at")),
-            {"_id": ticket.id, "team": target.name, "updated_at": b.now},
+        _update_by_id(("team", "updated_at")).rows(
+            b.session, {"_id": ticket.id, "team": target.name, "updated_at": b.now}
         )
         ticket.assignee = assignment.choose(b.session, spec)
-        conn.execute(_update_by_id(("assignee",)), {"_id": ticket.id, "assignee": ticket.assignee})
+        assigned = {"_id": ticket.id, "assignee": ticket.assignee}
+        _update_by_id(("assignee",)).rows(b.session, assigned)
         return {"old": old_team, "new": target.name, "assignee": ticket.assignee}
     return {"skipped": "unknown action"}
 
