@@ -10,7 +10,10 @@ from sqlmodel import Session
 from inboxd.db import insert_ignore
 from inboxd.models import MailboxState
 
-POISON_LIMIT = 3  # a mail that killed the worker this often is stored without parsing
+# A mail that killed the worker this often is stored without parsing. Not fewer: an
+# operator or the OOM killer may stop a worker while any mail is in flight, and a
+# restart resumes at that same mail, so a few deaths there are not yet its fault.
+POISON_LIMIT = 5
 
 
 @dataclass(frozen=True, slots=True)
