@@ -696,6 +696,7 @@ def open_target(t: Target, pragmas: list[str]) -> None:
     from inboxd.tickets import mailboxes
 
     runtime = open_runtime(load_settings(t.config))
+    runtime.checkpoint_in_background()  # as `inboxd run` does
     t.engine, t.cfg = runtime.engine, runtime.intake_config()
     if pragmas:
 

@@ -113,6 +113,7 @@ from inboxd.daemon import open_runtime
 from inboxd.mail.imap import MailboxWorker
 settings = load_settings(__import__('pathlib').Path(sys.argv[1]))
 runtime = open_runtime(settings)
+runtime.checkpoint_in_background()  # as `inboxd run` does
 worker = runtime.workers(threading.Event(), lambda: None)[0]
 t = time.perf_counter()
 n = worker.run_once()

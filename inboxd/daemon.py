@@ -25,6 +25,7 @@ from sqlmodel import select
 
 from inboxd import alerts
 from inboxd.balance import Balancer
+from inboxd.checkpoint import WalCheckpointer
 from inboxd.clock import Clock, utcnow
 from inboxd.config import Settings
 from inboxd.db import make_engine, require_schema, session_scope
@@ -59,6 +60,7 @@ class Runtime:
     alert_since: datetime | None = None
     # PostgreSQL `run`: held for the daemon's life, so peers count it live (see balance.py).
     presence: DaemonPresence | None = None
+    checkpointer: WalCheckpointer | None = None
     _intake: intake.IntakeConfig | None = None
 
     def intake_config(self) -> intake.IntakeConfig:
@@ -73,6 +75,17 @@ class Runtime:
         self._intake = intake.IntakeConfig.from_settings(
             self.settings, secret=secret, rules=rules, clock=self.clock
         )
+
+    def checkpoint_in_background(self) -> None:
+        """SQLite: WAL checkpoints off the writers' threads, for long write-heavy runs."""
+        if self.engine.dialect.name == "sqlite" and self.checkpointer is None:
+            self.checkpointer = WalCheckpointer(self.engine)
+
+    def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+            self.checkpointer = None
+        self.engine.dispose()
 
     def workers(
         self,
@@ -164,6 +177,7 @@ class OnceResult:
 def run_once(settings: Settings) -> OnceResult:
     """Sync every mailbox once, do the scheduled work, then try every queued outgoing mail."""
     runtime = open_runtime(settings)
+    runtime.checkpoint_in_background()
     with daemon_lock(runtime.engine):
         runtime.heartbeat()
         halt = threading.Event()
@@ -175,7 +189,7 @@ def run_once(settings: Settings) -> OnceResult:
         sent = asyncio.run(_flush_outbox(runtime))
         log.info("outbox flushed", extra=sent)
         runtime.heartbeat(stopped=True)
-    runtime.engine.dispose()
+    runtime.close()
     return OnceResult(mailboxes=results, outbox=sent)
 
 
@@ -258,9 +272,10 @@ async def _flush_outbox(runtime: Runtime) -> dict[str, int]:
 def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT."""
     runtime = open_runtime(settings)
+    runtime.checkpoint_in_background()
     with daemon_lock(runtime.engine):
         asyncio.run(_serve(runtime))
-    runtime.engine.dispose()
+    runtime.close()
 
 
 async def _serve(runtime: Runtime) -> None:

@@ -98,6 +98,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         f"busy_timeout={BUSY_TIMEOUT_MS}",
         "foreign_keys=ON",
         "synchronous=NORMAL",
+        "cache_size=-65536",
     ):
         dbapi_conn.execute(f"PRAGMA {pragma}")
 

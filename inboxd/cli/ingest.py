@@ -40,6 +40,7 @@ def import_path(settings: Settings, mailbox: str, path: Path, *, progress: bool)
     settings.mailbox(mailbox)
     total = sources.count(path)
     runtime = open_runtime(settings)
+    runtime.checkpoint_in_background()
     cfg = runtime.intake_config()
     counts: Counter[str] = Counter()
     bar = Progress(
@@ -63,7 +64,7 @@ def import_path(settings: Settings, mailbox: str, path: Path, *, progress: bool)
             _store(runtime.engine, cfg, mailbox, batch, counts)
             bar.advance(task, len(batch))
     finally:
-        runtime.engine.dispose()
+        runtime.close()
     return {
         "stored": counts["stored"],
         "duplicates": counts["duplicate"],
