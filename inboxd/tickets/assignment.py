@@ -6,8 +6,9 @@ writers), so the rotation stays fair across restarts and across several daemons.
 On PostgreSQL the turn is taken in a short transaction of its own (see
 `_next_in_rotation`).
 
-Least-loaded counts open tickets. On SQLite the count and the new ticket share the
-writer's transaction, which `BEGIN IMMEDIATE` serialises: nothing to add. On PostgreSQL
+Least-loaded counts open tickets. On SQLite it reads the counts that triggers keep in
+`agent_load` (migration 0005), in the writer's transaction, which `BEGIN IMMEDIATE`
+serialises: nothing to add. On PostgreSQL
 two daemons counting at once would not see each other's new, uncommitted tickets and
 could both pick the same agent; `_least_loaded_pg` closes that gap without holding a
 lock until the caller commits (see there).
@@ -26,7 +27,7 @@ from sqlalchemy import update as sa_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Session, col, select
 
-from inboxd.db import insert_ignore
+from inboxd.db import Prepared, insert_ignore
 from inboxd.models import OPEN_STATUSES, Team, Ticket
 
 STRATEGIES = ("none", "round-robin", "least-loaded")
@@ -100,7 +101,20 @@ def _least_loaded(session: Session, team: TeamSpec) -> str:
     """The member with the fewest open tickets; ties go to the member listed first."""
     if session.get_bind().dialect.name == "postgresql":
         return _least_loaded_pg(session, team)
-    return _fewest(team, _open_counts(session, team))
+    return _fewest(team, _kept_counts(session, team))
+
+
+def _kept_counts(session: Session, team: TeamSpec) -> Counter[str]:
+    """SQLite: open tickets per member from `agent_load`, which triggers keep in step with
+    `ticket` (migration 0005), as the caller's transaction sees them."""
+    if session.new or session.dirty or session.deleted:
+        session.flush()  # a status changed in memory moves the counts once written
+    members = set(team.members)
+    return Counter({a: n for a, n in _AGENT_LOAD.rows(session, {}) if a in members})
+
+
+# One row per agent ever assigned: a few hundred at most, read whole.
+_AGENT_LOAD = Prepared(text("SELECT assignee, open FROM agent_load"))
 
 
 def _open_counts(session: Session, team: TeamSpec) -> Counter[str]:
