@@ -8,13 +8,16 @@ this thread checkpoints instead, right after commits, on a connection of its own
 sqlite3 releases the GIL, so the copy runs beside the next batch.
 
 PASSIVE checkpoints never wait for readers or writers; the log rewinds to its start
-once a checkpoint has copied all of it. Other processes (the CLI, `inboxd deliver`)
+when a writer finds it all copied. Should writers keep it from rewinding until it passes
+`WAL_LIMIT_BYTES`, a TRUNCATE checkpoint (which waits for the writer between two
+transactions) empties it. Other processes (the CLI, `inboxd deliver`)
 keep SQLite's default, so the log stays bounded when no daemon runs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -27,6 +30,8 @@ log = logging.getLogger("inboxd.checkpoint")
 
 COALESCE_S = 0.05  # let the commits of a burst land before copying their pages
 IDLE_CHECK_S = 5.0  # a checkpoint at least this often, commit or not
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
+CHECKPOINT_BUSY_MS = 1000
 
 
 class WalCheckpointer:
@@ -49,27 +54,23 @@ class WalCheckpointer:
         self._dirty.set()
 
     def _run(self) -> None:
-        database = self._engine.url.database
-        conn = sqlite3.connect(database or ":memory:", check_same_thread=False)
+        database = self._engine.url.database or ""
+        conn = sqlite3.connect(database, check_same_thread=False)
         try:
-            conn.execute("PRAGMA busy_timeout=1000")
+            # Short: a TRUNCATE checkpoint holds writers off while it waits for readers.
+            conn.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
             while not self._stopping:
                 self._dirty.wait(IDLE_CHECK_S)
                 if self._stopping:
                     break
                 self._dirty.clear()
                 time.sleep(COALESCE_S)
-                self.checkpoint(conn)
-            self.checkpoint(conn)  # leave a short log behind for the next start
+                _checkpoint(conn, "PASSIVE")
+                if _size(database + "-wal") > WAL_LIMIT_BYTES:
+                    _checkpoint(conn, "TRUNCATE")
+            _checkpoint(conn, "PASSIVE")  # leave a short log behind for the next start
         finally:
             conn.close()
-
-    @staticmethod
-    def checkpoint(conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:  # busy or locked: the next commit tries again
-            log.debug("checkpoint skipped", extra={"error": str(exc)})
 
     def close(self) -> None:
         """Stop the thread after one last checkpoint; commits after this do their own."""
@@ -84,3 +85,18 @@ class WalCheckpointer:
 
 def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+
+def _checkpoint(conn: sqlite3.Connection, mode: str) -> None:
+    try:
+        conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+    except sqlite3.Error as exc:  # busy or locked: the next commit tries again
+        level = logging.WARNING if mode == "TRUNCATE" else logging.DEBUG
+        log.log(level, "WAL checkpoint failed", extra={"mode": mode, "error": str(exc)})
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
