@@ -114,14 +114,18 @@ from inboxd.mail.imap import MailboxWorker
 settings = load_settings(__import__('pathlib').Path(sys.argv[1]))
 runtime = open_runtime(settings)
 runtime.checkpoint_in_background()  # as `inboxd run` does
+if not __import__("os").environ.get("NOPOOL"): runtime.parse_ahead()
 worker = runtime.workers(threading.Event(), lambda: None)[0]
 t = time.perf_counter()
 n = worker.run_once()
 elapsed = time.perf_counter() - t
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec.
-status = open("/proc/self/status").read()
-rss_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
-print(json.dumps({"n": n, "s": elapsed, "rss_mb": rss_mb}))
+def peak_mb(pid):
+    status = open(f"/proc/{pid}/status").read()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+pool = runtime.parse_pool
+parser_mb = sum(peak_mb(pid) for pid in pool.pids()) if pool else 0.0
+print(json.dumps({"n": n, "s": elapsed, "rss_mb": peak_mb("self"), "parser_mb": parser_mb}))
 """
 
 
@@ -251,7 +255,8 @@ def main() -> None:
         rate = result["n"] / result["s"]
         print(
             f"(b) inboxd ingest ({args.db}): {int(result['n'])} msgs in {result['s']:.2f}s = "
-            f"{rate:,.0f} msgs/s, peak RSS {result['rss_mb']:.0f} MB"
+            f"{rate:,.0f} msgs/s, peak RSS {result['rss_mb']:.0f} MB "
+            f"(+ parser process {result['parser_mb']:.0f} MB)"
         )
         print(f"ratio b/a = {rate / base_rate:.2f}  (target >= 0.5)")
 

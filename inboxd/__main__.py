@@ -2,4 +2,6 @@
 
 from inboxd.cli.main import main
 
-main()
+# Guarded: the parser process (spawned) imports this module again as `__mp_main__`.
+if __name__ == "__main__":
+    main()

@@ -33,6 +33,7 @@ from inboxd.errors import ConfigError
 from inboxd.leases import DaemonPresence, daemon_lock, live_daemon_ids
 from inboxd.mail import smtp
 from inboxd.mail.imap import MailboxWorker, WorkerContext
+from inboxd.mail.parsepool import ParsePool
 from inboxd.models import Daemon
 from inboxd.tickets import intake, tokens
 from inboxd.tickets.outbox import OWNER_DEAD_AFTER
@@ -61,6 +62,7 @@ class Runtime:
     # PostgreSQL `run`: held for the daemon's life, so peers count it live (see balance.py).
     presence: DaemonPresence | None = None
     checkpointer: WalCheckpointer | None = None
+    parse_pool: ParsePool | None = None
     _intake: intake.IntakeConfig | None = None
 
     def intake_config(self) -> intake.IntakeConfig:
@@ -81,7 +83,15 @@ class Runtime:
         if self.engine.dialect.name == "sqlite" and self.checkpointer is None:
             self.checkpointer = WalCheckpointer(self.engine)
 
+    def parse_ahead(self) -> None:
+        """Batches parse in a second process while the workers store them (two cores up)."""
+        if self.parse_pool is None:
+            self.parse_pool = ParsePool.for_this_machine()
+
     def close(self) -> None:
+        if self.parse_pool is not None:
+            self.parse_pool.close()
+            self.parse_pool = None
         if self.checkpointer is not None:
             self.checkpointer.close()
             self.checkpointer = None
@@ -102,6 +112,7 @@ class Runtime:
             owner=self.daemon_id,
             clock=self.clock,
             balancer=balancer,
+            parse_pool=self.parse_pool,
         )
         return [MailboxWorker(mb, ctx) for mb in self.settings.mailboxes if mb.imap is not None]
 
@@ -178,6 +189,7 @@ def run_once(settings: Settings) -> OnceResult:
     """Sync every mailbox once, do the scheduled work, then try every queued outgoing mail."""
     runtime = open_runtime(settings)
     runtime.checkpoint_in_background()
+    runtime.parse_ahead()
     with daemon_lock(runtime.engine):
         runtime.heartbeat()
         halt = threading.Event()
@@ -273,6 +285,7 @@ def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT."""
     runtime = open_runtime(settings)
     runtime.checkpoint_in_background()
+    runtime.parse_ahead()
     with daemon_lock(runtime.engine):
         asyncio.run(_serve(runtime))
     runtime.close()

@@ -27,6 +27,7 @@ from inboxd.clock import Clock, utcnow
 from inboxd.db import session_scope
 from inboxd.errors import ConfigError
 from inboxd.leases import MailboxLease
+from inboxd.mail.parsepool import Parsed, ParsePool, parse_for_intake
 from inboxd.tickets import intake, mailboxes
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class WorkerContext:
     owner: str | None = None
     clock: Clock = utcnow
     balancer: Balancer | None = None  # PostgreSQL daemons: how many mailboxes to hold
+    parse_pool: ParsePool | None = None  # parses a batch ahead of its storing
 
 
 def connect(mb: Mailbox) -> IMAPClient:
@@ -311,9 +313,16 @@ class MailboxWorker:
         cfg = self.ctx.intake_config()
         stored = 0
         if tries == 0:
+            datas = [data for _, data in bodies]
+            pool = self.ctx.parse_pool
+            parses = (
+                pool.parses(datas, cfg.max_message_bytes)
+                if pool is not None
+                else (parse_for_intake(d, cfg.max_message_bytes) for d in datas)
+            )
             with session_scope(self.ctx.engine) as s:
-                for uid, data in bodies:
-                    r = self._receive(s, cfg, data, uidvalidity, uid)
+                for (uid, data), parsed in zip(bodies, parses, strict=True):
+                    r = self._receive(s, cfg, data, uidvalidity, uid, parsed=parsed)
                     stored += r.outcome != "duplicate"
                 mailboxes.advance(s, self.mb.name, uidvalidity=uidvalidity, uid=top)
         else:
@@ -348,6 +357,7 @@ class MailboxWorker:
         uid: int,
         *,
         parse_it: bool = True,
+        parsed: Parsed | None = None,
     ) -> intake.Received:
         r = intake.receive(
             s,
@@ -358,6 +368,7 @@ class MailboxWorker:
             uidvalidity=uidvalidity,
             uid=uid,
             parse_it=parse_it,
+            parsed=parsed,
         )
         log.info(
             "stored",

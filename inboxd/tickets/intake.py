@@ -24,7 +24,8 @@ from sqlmodel import Session, select
 
 from inboxd.clock import Clock, utcnow
 from inboxd.db import Prepared, insert_ignore, model_defaults, savepoint, upsert
-from inboxd.mail.parse import Address, ParsedMail, UnparsableMail, parse
+from inboxd.mail.parse import Address, ParsedMail
+from inboxd.mail.parsepool import Parsed, parse_for_intake
 from inboxd.mail.text import reply_text
 from inboxd.models import (
     Delivery,
@@ -116,13 +117,15 @@ def receive(
     uidvalidity: int | None = None,
     uid: int | None = None,
     parse_it: bool = True,
+    parsed: Parsed | None = None,
 ) -> Received:
     """Store `data` as delivered to `mailbox` and process it, unless it is already stored.
 
     Guarantees: one `message` row per Message-ID (or per content when it has none),
-    one `delivery` row per mailbox. `parse_it=False` stores and quarantines without
-    parsing (a mail that crashed the process before). Runs on SQLAlchemy Core where it
-    can: this is the hot path of every ingested mail.
+    one `delivery` row per mailbox. `parsed` is the parse of `data` when a parser
+    process made it ahead (`mail.parsepool`). `parse_it=False` stores and quarantines
+    without parsing (a mail that crashed the process before). Runs on SQLAlchemy Core
+    where it can: this is the hot path of every ingested mail.
     """
     now = cfg.clock()
     digest = content_hash(data)
@@ -130,15 +133,9 @@ def receive(
     problem: str | None = None
     if not parse_it:
         problem = "crashed the worker repeatedly; stored without parsing"
-    elif len(data) > cfg.max_message_bytes:
-        problem = f"oversize: {len(data)} bytes > limit {cfg.max_message_bytes}"
     else:
-        try:
-            mail = parse(data)
-        except UnparsableMail as exc:
-            problem = f"unparsable: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a parser bug quarantines, never stops intake
-            problem = f"parser error: {type(exc).__name__}: {exc}"
+        got = parsed or parse_for_intake(data, cfg.max_message_bytes)
+        mail, problem = got.mail, got.problem
 
     message_id = mail.message_id if mail else None
     delivery = _Delivery(mailbox, source, uidvalidity, uid, now)

@@ -1,0 +1,103 @@
+"""The parser process: the same parse as in the worker, in order; small batches stay in
+the worker; a dead parser costs nothing but time; it never outlives its daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import make_mail
+
+from inboxd.mail import parsepool
+from inboxd.mail.parsepool import ParsePool, parse_for_intake
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+LIMIT = 25 * 1024 * 1024
+
+
+def _mails(n: int) -> list[bytes]:
+    """Corpus mail when the corpus is there (odd ones included), else generated mail."""
+    files = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix != ".json")
+    found = [p.read_bytes() for p in files[:n]]
+    found += [make_mail(subject=f"Mail {i}") for i in range(n - len(found))]
+    return [*found, b"\x00\x01 not a mail", b"x" * 200]
+
+
+@pytest.fixture
+def pool() -> Iterator[ParsePool]:
+    p = ParsePool()
+    yield p
+    p.close()
+
+
+def test_the_pool_parses_what_the_worker_would_in_the_same_order(pool: ParsePool) -> None:
+    mails = _mails(60)
+    got = list(pool.parses(mails, LIMIT))
+    assert pool.pids(), "a large batch goes to the parser process"
+    assert got == [parse_for_intake(m, LIMIT) for m in mails]
+    assert got[-2].mail is None and got[-2].problem  # quarantined, not raised
+
+
+def test_an_oversize_mail_is_reported_not_parsed(pool: ParsePool) -> None:
+    mails = [make_mail(subject=f"Mail {i}") for i in range(10)]
+    got = list(pool.parses(mails, 100))
+    assert all(p.mail is None and (p.problem or "").startswith("oversize") for p in got)
+
+
+def test_a_small_batch_parses_in_the_worker(pool: ParsePool) -> None:
+    mails = [make_mail(subject=f"Mail {i}") for i in range(parsepool.POOL_MIN_BATCH - 1)]
+    assert [p.mail.subject for p in pool.parses(mails, LIMIT) if p.mail] == [
+        f"Mail {i}" for i in range(len(mails))
+    ]
+    assert pool.pids() == []  # never started
+
+
+def test_a_killed_parser_process_costs_the_batch_nothing(pool: ParsePool) -> None:
+    mails = [make_mail(subject=f"Mail {i}") for i in range(40)]
+    assert len(list(pool.parses(mails, LIMIT))) == 40
+    (pid,) = pool.pids()
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    got = list(pool.parses(mails, LIMIT))  # parsed in the worker meanwhile
+    assert [p.mail.subject for p in got if p.mail] == [f"Mail {i}" for i in range(40)]
+    again = list(pool.parses(mails, LIMIT))  # and a fresh process takes over
+    assert len(again) == 40
+    assert pool.pids() and pool.pids() != [pid]
+
+
+def test_the_parser_process_leaves_with_a_killed_daemon(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from inboxd.mail.parsepool import ParsePool\n"
+        "pool = ParsePool()\n"
+        "mail = b'From: a@example.com\\r\\nSubject: s\\r\\n\\r\\nbody\\r\\n'\n"
+        "list(pool.parses([mail] * 20, 10**6))\n"
+        "print(pool.pids()[0], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    daemon = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert daemon.stdout is not None
+        parser = int(daemon.stdout.readline())
+        daemon.kill()
+        daemon.wait(5)
+        deadline = time.monotonic() + 5
+        while _alive(parser) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(parser)
+    finally:
+        daemon.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
