@@ -1,12 +1,14 @@
 """Ingest benchmark: inboxd vs the raw IMAP FETCH + mail-parser baseline, in one run.
 
     python -m bench.ingest --messages 10000 [--db sqlite|postgresql] [--latency 200]
+                           [--inline-parse]
 
 Starts a private Dovecot (and PostgreSQL for --db postgresql) from tests/servers.py,
 loads N generated messages, then measures:
   (a) baseline: imapclient FETCH BODY.PEEK[] in batches of 50 + mailparser on each;
   (b) inboxd: the mailbox worker syncing the same folder to committed rows
-      (parse, classify, thread, route, store), in a child process so its peak RSS is its own;
+      (parse, classify, thread, route, store), in a child process so its peak RSS is its own,
+      with the parser process `inboxd run` starts (or without: --inline-parse);
 and prints messages/s for both and the ratio b/a. With --latency K it then runs the
 daemon under IDLE, APPENDs K messages one by one and reports APPEND -> committed row
 p50/p99 (rows polled every 5 ms).
@@ -114,7 +116,8 @@ from inboxd.mail.imap import MailboxWorker
 settings = load_settings(__import__('pathlib').Path(sys.argv[1]))
 runtime = open_runtime(settings)
 runtime.checkpoint_in_background()  # as `inboxd run` does
-if not __import__("os").environ.get("NOPOOL"): runtime.parse_ahead()
+if sys.argv[2] == "parse-ahead":
+    runtime.parse_ahead()  # as `inboxd run` does
 worker = runtime.workers(threading.Event(), lambda: None)[0]
 t = time.perf_counter()
 n = worker.run_once()
@@ -129,11 +132,14 @@ print(json.dumps({"n": n, "s": elapsed, "rss_mb": peak_mb("self"), "parser_mb": 
 """
 
 
-def inboxd_ingest(config: Path) -> dict[str, float]:
+def inboxd_ingest(config: Path, *, parse_ahead: bool = True) -> dict[str, float]:
     import json
 
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(config)], capture_output=True, text=True, check=False
+        [sys.executable, "-c", CHILD, str(config), "parse-ahead" if parse_ahead else "inline"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
@@ -222,6 +228,11 @@ def main() -> None:
     ap.add_argument(
         "--latency", type=int, default=200, help="probes for the IDLE latency (0: skip)"
     )
+    ap.add_argument(
+        "--inline-parse",
+        action="store_true",
+        help="parse in the worker's thread, without the parser process",
+    )
     args = ap.parse_args()
 
     dovecot = Dovecot.create()
@@ -251,7 +262,7 @@ def main() -> None:
             imap_port=dovecot.port,
             boxes=[Box("support", "support@example.com", user, password)],
         )
-        result = inboxd_ingest(config)
+        result = inboxd_ingest(config, parse_ahead=not args.inline_parse)
         rate = result["n"] / result["s"]
         print(
             f"(b) inboxd ingest ({args.db}): {int(result['n'])} msgs in {result['s']:.2f}s = "
