@@ -75,13 +75,19 @@ def _next_in_rotation(session: Session, team: TeamSpec) -> str:
             conn.execute(_PG_ADD_TEAM, {"name": team.name, "active": True, "rr_last": None})
             return _take_turn(conn, team)
     insert_ignore(session, Team, [{"name": team.name, "active": True, "rr_last": None}])
-    return _take_turn(session.connection(), team)
+    last = _RR_LAST_SQLITE.scalar(session, {"team": team.name})
+    nxt = _after(team, last)
+    _RR_SET_SQLITE.rows(session, {"team": team.name, "agent": nxt})
+    return nxt
+
+
+def _after(team: TeamSpec, last: str | None) -> str:
+    members = list(team.members)
+    return members[(members.index(last) + 1) % len(members)] if last in members else members[0]
 
 
 def _take_turn(conn: Connection, team: TeamSpec) -> str:
-    last = conn.execute(_RR_LAST, {"team": team.name}).scalar()
-    members = list(team.members)
-    nxt = members[(members.index(last) + 1) % len(members)] if last in members else members[0]
+    nxt = _after(team, conn.execute(_RR_LAST, {"team": team.name}).scalar())
     conn.execute(_RR_SET, {"team": team.name, "agent": nxt})
     return nxt
 
@@ -94,6 +100,9 @@ _RR_SET = (
     .where(_T.name == bindparam("team"))
     .values(rr_last=bindparam("agent"))
 )
+# SQLite, every new ticket of a round-robin team: prepared (see `db.Prepared`).
+_RR_LAST_SQLITE = Prepared(sa_select(_T.rr_last).where(_T.name == bindparam("team")))
+_RR_SET_SQLITE = Prepared(_RR_SET)
 _PG_ADD_TEAM = pg_insert(Team.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
 
 
