@@ -206,13 +206,15 @@ def run_once(settings: Settings) -> OnceResult:
 
 
 def scheduled_jobs(runtime: Runtime) -> list[tuple[str, Callable[[], object]]]:
-    """The periodic work: SLA sweep (and escalations), retention purge, mailbox alerts."""
-    from inboxd.tickets import privacy, sla
+    """The periodic work: SLA sweep (and escalations), retention purge, mailbox alerts,
+    the daily merge of SQLite's search index."""
+    from inboxd.tickets import privacy, searchindex, sla
 
     settings, engine = runtime.settings, runtime.engine
     return [
         ("sla-sweep", lambda: sla.run_sweep(engine, settings, runtime.clock())),
         ("retention-purge", lambda: privacy.run_purge(engine, settings, runtime.clock())),
+        ("search-index", lambda: searchindex.optimize_if_due(engine, runtime.clock())),
         (
             "mailbox-alerts",
             lambda: alerts.run_check(
@@ -249,6 +251,7 @@ def _start_scheduler(runtime: Runtime, nudge: Callable[[], None]) -> Any:
     intervals = {
         "sla-sweep": runtime.settings.inboxd.sweep_interval.total_seconds(),
         "retention-purge": PURGE_EVERY_S,
+        "search-index": PURGE_EVERY_S,  # checks hourly, merges daily
         "mailbox-alerts": runtime.settings.inboxd.sweep_interval.total_seconds(),
     }
     for name, job in scheduled_jobs(runtime):

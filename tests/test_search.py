@@ -372,3 +372,24 @@ def test_cli_search(database: Database, tmp_path: Path, tickets: dict[str, int])
     ]
     bad = cli(config, "ticket", "search", "x", "--limit", "0", check=False)
     assert bad.returncode == 2 and "limit 0 out of range" in bad.stderr.decode()
+
+
+def test_the_daily_index_merge_keeps_every_hit(engine: Engine, tickets: dict[str, int]) -> None:
+    """SQLite merges its full-text index once a day (PostgreSQL has nothing to do):
+    the same tickets match before and after, and mail stored afterwards is found too."""
+    from datetime import UTC, datetime, timedelta
+
+    from inboxd.tickets import searchindex
+
+    queries = ["refund", '"error 500"', "invoice or password", "login -refund", "pass*"]
+    before = {q: ids(engine, q, ANY) for q in queries}
+    assert before["refund"] and before["pass*"] == [tickets["password"]]
+    day = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    sqlite = engine.dialect.name == "sqlite"
+    assert searchindex.optimize_if_due(engine, day) is sqlite
+    assert searchindex.optimize_if_due(engine, day + timedelta(hours=23)) is False
+    assert {q: ids(engine, q, ANY) for q in queries} == before
+    late = receive(engine, subject="Refund again", body="smoke from the fuser")
+    assert searchindex.optimize_if_due(engine, day + timedelta(hours=24)) is sqlite
+    assert ids(engine, "fuser smoke", ANY) == [late.ticket_id]
+    assert set(ids(engine, "refund", ANY)) == {late.ticket_id, *before["refund"]}
