@@ -7,7 +7,6 @@ processing fails is still stored, flagged as quarantined, and the batch goes on.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import re
@@ -562,38 +561,44 @@ def _open_ticket(
     )
     _add_participants(session, cfg, ticket_id, mail, customer=customer)
     insert_ignore(session, TicketTag, [{"ticket_id": ticket_id, "tag": t} for t in decision.tags])
-    record = functools.partial(
-        events.record, session, ticket_id=ticket_id, at=now, actor=events.SYSTEM
-    )
-    record(
-        kind="created",
-        mailbox=mailbox,
-        message_id=mail.message_id,
-        previous_ticket=previous,
-        subject_ref=subject_ref,
-    )
-    record(
-        kind="routed",
-        team=decision.team or None,
-        category=decision.category,
-        priority=decision.priority,
-        tags=list(decision.tags),
-        sla=decision.sla,
-        rules=list(decision.matched),
-        set_by=dict(decision.set_by),
-    )
+    written: list[tuple[str, dict[str, Any]]] = [
+        (
+            "created",
+            {
+                "mailbox": mailbox,
+                "message_id": mail.message_id,
+                "previous_ticket": previous,
+                "subject_ref": subject_ref,
+            },
+        ),
+        (
+            "routed",
+            {
+                "team": decision.team or None,
+                "category": decision.category,
+                "priority": decision.priority,
+                "tags": list(decision.tags),
+                "sla": decision.sla,
+                "rules": list(decision.matched),
+                "set_by": dict(decision.set_by),
+            },
+        ),
+    ]
     if agent is not None:
         assert team is not None
-        record(
-            kind="assigned",
-            assignee=agent,
-            strategy=decision.assign or team.strategy,
-            rule=decision.set_by.get("assign"),
+        written.append(
+            (
+                "assigned",
+                {
+                    "assignee": agent,
+                    "strategy": decision.assign or team.strategy,
+                    "rule": decision.set_by.get("assign"),
+                },
+            )
         )
     if clocks is not None:
-        events.record(
-            session, ticket_id=ticket_id, at=now, actor=events.SYSTEM, kind="sla", **clocks
-        )
+        written.append(("sla", dict(clocks)))
+    events.record_all(session, ticket_id=ticket_id, at=now, actor=events.SYSTEM, kinds=written)
     return ticket
 
 
