@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -98,6 +98,8 @@ class ParsePool:
             except BrokenProcessPool:
                 log.warning("parser process died; parsing in the worker")
                 self._discard(None)
+            except CancelledError:  # the pool closed under a worker still busy at shutdown
+                pass
         yield from (parse_for_intake(d, max_bytes) for d in chunk)
 
     def _executor_for(self, n: int) -> ProcessPoolExecutor | None:
