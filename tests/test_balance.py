@@ -211,10 +211,14 @@ def _status(config: Path) -> dict[str, Any]:
 
 
 def _owned(config: Path) -> dict[int, int]:
-    """Mailboxes owned per daemon pid, as `inboxd status --json` shows them."""
+    """Mailboxes owned per daemon pid, as `inboxd status --json` shows them: by each
+    mailbox's owner, and the same by each daemon's share."""
     doc = _status(config)
     pid_of = {d["id"]: d["pid"] for d in doc["daemons"]}
-    return dict(Counter(pid_of.get(b["owner"], -1) for b in doc["mailboxes"] if b["owner"]))
+    by_owner = Counter(pid_of.get(b["owner"], -1) for b in doc["mailboxes"] if b["owner"])
+    by_share = {d["pid"]: len(d["mailboxes"]) for d in doc["daemons"] if d["mailboxes"]}
+    assert by_share == {pid: n for pid, n in by_owner.items() if pid != -1}, doc
+    return dict(by_owner)
 
 
 def _stored(db: Database) -> tuple[int, int, int]:

@@ -110,6 +110,8 @@ def report(settings: Settings, engine: Engine) -> dict[str, Any]:
             "started_at": iso(d.started_at),
             "heartbeat_at": iso(d.heartbeat_at),
             "alive": (now - d.heartbeat_at).total_seconds() <= DAEMON_STALE_S,
+            # Its share of the work: the mailboxes whose worker it runs now.
+            "mailboxes": [b["name"] for b in boxes if b["owner"] == d.id],
         }
         for d in daemons
     ]
@@ -146,9 +148,10 @@ def render(doc: dict[str, Any]) -> None:
     if doc["daemons"]:
         for d in doc["daemons"]:
             state = "alive" if d["alive"] else "silent"
+            held = ", ".join(d["mailboxes"]) or "none"
             console.print(
                 f"daemon {d['id']} on {d['host']} pid {d['pid']}: {state}, "
-                f"heartbeat {d['heartbeat_at']}",
+                f"heartbeat {d['heartbeat_at']}, mailboxes {len(d['mailboxes'])} ({held})",
                 markup=False,
             )
     else:
