@@ -283,36 +283,37 @@ def test_index_follows_edits_and_merges(engine: Engine, tickets: dict[str, int])
     assert ids(engine, "invoice", ANY) == []
 
 
-def test_agent_replies_are_found_automatic_mail_is_not(
-    engine: Engine, tickets: dict[str, int]
-) -> None:
+def queue_ack_and_reply(engine: Engine, ticket_id: int | None, ack: str, reply: str) -> None:
+    """Our acknowledgement (automatic: no author) and an agent's reply on the ticket."""
     with session_scope(engine) as s:
-        ticket = s.get(Ticket, tickets["password"])
+        ticket = s.get(Ticket, ticket_id)
         assert ticket is not None
-        for kind, author, text in (
-            ("ack", None, "Thank you for your message: we received it."),
-            ("reply", "ann@example.com", "Please look in your spam folder."),
-        ):
+        for kind, author, text in (("ack", None, ack), ("reply", "ann@example.com", reply)):
             mail = compose.build(
                 compose.Outgoing(
                     sender="support@example.com",
                     sender_name="Support",
-                    to=["dave@else.example"],
-                    subject="Re: Password reset",
+                    to=[ticket.customer_addr or "customer@client.example"],
+                    subject=f"Re: {ticket.subject}",
                     text=text,
                     at=ticket.created_at,
                 )
             )
             outbox.enqueue(
-                s,
-                kind=kind,
-                message=mail,
-                smtp="default",
-                now=ticket.created_at,
-                mailbox="support",
-                ticket=ticket,
-                author=author,
-            )
+                s, kind=kind, message=mail, smtp="default", now=ticket.created_at,
+                mailbox="support", ticket=ticket, author=author,
+            )  # fmt: skip
+
+
+def test_agent_replies_are_found_automatic_mail_is_not(
+    engine: Engine, tickets: dict[str, int]
+) -> None:
+    queue_ack_and_reply(
+        engine,
+        tickets["password"],
+        "Thank you for your message: we received it.",
+        "Please look in your spam folder.",
+    )
     assert ids(engine, "received") == []  # every ticket's ack says it
     [hit] = docs(engine, "spam folder")
     assert hit["id"] == tickets["password"]
@@ -332,27 +333,9 @@ def test_upgrade_to_0006_drops_automatic_mail_from_the_sqlite_index(
     engine = sqlite_database.engine
     command.downgrade(_alembic_config(sqlite_database.url), "0005")
     refund = receive(engine, subject="Refund please", body="charged twice")
-    with session_scope(engine) as s:
-        ticket = s.get(Ticket, refund.ticket_id)
-        assert ticket is not None
-        for kind, author, text in (
-            ("ack", None, "We received your message."),
-            ("reply", "ann@example.com", "The refund is on its way."),
-        ):
-            mail = compose.build(
-                compose.Outgoing(
-                    sender="support@example.com",
-                    sender_name="Support",
-                    to=["customer@client.example"],
-                    subject="Re: Refund please",
-                    text=text,
-                    at=ticket.created_at,
-                )
-            )
-            outbox.enqueue(
-                s, kind=kind, message=mail, smtp="default", now=ticket.created_at,
-                mailbox="support", ticket=ticket, author=author,
-            )  # fmt: skip
+    queue_ack_and_reply(
+        engine, refund.ticket_id, "We received your message.", "The refund is on its way."
+    )
     assert _fts_rows(engine, "received") == 1  # 0002 indexed every row
 
     upgrade(sqlite_database.url)
