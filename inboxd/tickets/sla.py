@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta, tzinfo
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import Engine, bindparam, insert, text, update
 from sqlalchemy import select as core_select
@@ -54,7 +54,6 @@ from inboxd.tickets.clocks import (  # reading the clocks: pure, shared with the
     CLOCKS,
     DONE,
     LIVE,
-    ClockFields,
     ClockName,
     Level,
     Threshold,
@@ -175,35 +174,9 @@ def resolve(settings: Settings, name: str | None) -> tuple[SlaPolicy, BusinessCa
 # -- clock bookkeeping on the ticket ------------------------------------------------
 
 
-class Clocked(ClockFields, Protocol):
-    """What the clocks and the sweep read and write of a ticket: a `Ticket`, or the
-    sweep's plain `_Due` row (a backlog of thousands never becomes ORM instances)."""
-
-    id: int | None
-    status: str
-    priority: str
-    team: str | None
-    assignee: str | None
-    mailbox: str | None
-    subject: str
-    customer_addr: str | None
-    customer_name: str | None
-    sla_policy: str | None
-    updated_at: datetime
-    last_customer_at: datetime | None
-    first_response_at: datetime | None
-    resolved_at: datetime | None
-    paused_at: datetime | None
-    sla_check_at: datetime | None
-    sla_fired: list[str]
-    first_response_warn_at: datetime | None
-    first_response_due: datetime | None
-    next_response_warn_at: datetime | None
-    next_response_due: datetime | None
-    next_response_cycle: int
-    resolution_warn_at: datetime | None
-    resolution_due: datetime | None
-    resolution_cycle: int
+# What the clocks and the sweep read and write of a ticket: a `Ticket`, or the sweep's
+# plain `_Due` row (a backlog of thousands never becomes ORM instances).
+Clocked: TypeAlias = "Ticket | _Due"
 
 
 def _set(ticket: Clocked, clock: ClockName, warn: datetime | None, due: datetime | None) -> None:
@@ -534,20 +507,11 @@ def run_sweep(
 
 
 _TICKET = Ticket.__table__  # type: ignore[attr-defined]
-_DUE_NAMES: tuple[str, ...] = (
-    "id", "status", "priority", "team", "assignee", "mailbox", "subject", "customer_addr",
-    "customer_name", "sla_policy", "updated_at", "last_customer_at", "first_response_at",
-    "resolved_at", "paused_at", "sla_check_at", "sla_fired", "first_response_warn_at",
-    "first_response_due", "next_response_warn_at", "next_response_due",
-    "next_response_cycle", "resolution_warn_at", "resolution_due", "resolution_cycle",
-)  # fmt: skip
-_DUE_COLUMNS = tuple(_TICKET.c[name] for name in _DUE_NAMES)
-_DUE_VALUES = attrgetter(*_DUE_NAMES[1:])
 
 
 @dataclass(slots=True, eq=False)
 class _Due:
-    """A due ticket's columns as the sweep reads and writes them (`_DUE_NAMES` order)."""
+    """A due ticket's columns as the sweep reads and writes them (`_DUE_NAMES` is this order)."""
 
     id: int | None
     status: str
@@ -578,6 +542,11 @@ class _Due:
     def values(self) -> tuple[Any, ...]:
         """Every column but the id, in `_DUE_NAMES` order."""
         return _DUE_VALUES(self)  # type: ignore[no-any-return]
+
+
+_DUE_NAMES = tuple(f.name for f in fields(_Due))
+_DUE_COLUMNS = tuple(_TICKET.c[name] for name in _DUE_NAMES)
+_DUE_VALUES = attrgetter(*_DUE_NAMES[1:])
 
 
 _UPDATES: dict[tuple[str, ...], Prepared] = {}
