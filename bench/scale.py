@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from servers import Dovecot, Postgres, SmtpSink  # noqa: E402
-from support import Box, write_config  # noqa: E402
+from support import Box, stop, write_config  # noqa: E402
 
 MAILBOXES = 8
 SAMPLE_EVERY_S = 0.01
@@ -258,15 +257,7 @@ def daemons(config: Path, n: int, work: Path) -> Iterator[list[subprocess.Popen[
     try:
         yield procs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop(procs, wait_s=20)
 
 
 def one_run(

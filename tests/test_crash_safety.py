@@ -19,7 +19,7 @@ import pytest
 from servers import Database, Dovecot, SmtpSink
 from sqlalchemy import func
 from sqlmodel import Session, select
-from support import Box, make_mail, wait_for, write_config
+from support import Box, make_mail, stop, wait_for, write_config
 
 from inboxd.models import Delivery, Message, Outbox, Ticket
 
@@ -132,14 +132,7 @@ def _run(tmp_path: Path, db: Database, dovecot: Dovecot, smtp: SmtpSink, daemons
             what="the outbox to drain",
         )
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
     assert _count(db, Message, Message.direction == "in") == distinct
     assert _count(db, Delivery) == appends
     assert _count(db, Message, Message.quarantined.is_(True)) == 0  # type: ignore[union-attr]
