@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlmodel import select
@@ -33,11 +33,13 @@ from inboxd.errors import ConfigError
 from inboxd.leases import DaemonPresence, daemon_lock, live_daemon_ids
 from inboxd.mail import smtp
 from inboxd.mail.imap import MailboxWorker, WorkerContext
-from inboxd.mail.parsepool import ParsePool
 from inboxd.models import Daemon
 from inboxd.tickets import intake, tokens
 from inboxd.tickets.outbox import OWNER_DEAD_AFTER
 from inboxd.wiring import load_checked_rules
+
+if TYPE_CHECKING:
+    from inboxd.mail.parsepool import ParsePool
 
 log = logging.getLogger("inboxd.daemon")
 
@@ -85,6 +87,8 @@ class Runtime:
 
     def parse_ahead(self) -> None:
         """Batches parse in a second process while the workers store them (two cores up)."""
+        from inboxd.mail.parsepool import ParsePool  # the daemon's alone: `deliver` skips it
+
         if self.parse_pool is None:
             self.parse_pool = ParsePool.for_this_machine()
 

@@ -15,7 +15,8 @@ import pytest
 from support import make_mail
 
 from inboxd.mail import parsepool
-from inboxd.mail.parsepool import ParsePool, parse_for_intake
+from inboxd.mail.parse import parse_for_intake
+from inboxd.mail.parsepool import ParsePool
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 LIMIT = 25 * 1024 * 1024

@@ -27,11 +27,12 @@ from inboxd.clock import Clock, utcnow
 from inboxd.db import session_scope
 from inboxd.errors import ConfigError
 from inboxd.leases import MailboxLease
-from inboxd.mail.parsepool import Parsed, ParsePool, parse_for_intake
+from inboxd.mail.parse import Parsed, parse_for_intake
 from inboxd.tickets import intake, mailboxes
 
 if TYPE_CHECKING:
     from inboxd.config import Mailbox
+    from inboxd.mail.parsepool import ParsePool
 
 log = logging.getLogger("inboxd.imap")
 logging.getLogger("imapclient").setLevel(logging.WARNING)  # its DEBUG trace carries bodies

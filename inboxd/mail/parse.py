@@ -877,6 +877,27 @@ def _build(raw: bytes, message: Message) -> ParsedMail:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A mail's parse: the mail, or why it could not be read (the intake quarantines it)."""
+
+    mail: ParsedMail | None
+    problem: str | None = None
+
+
+def parse_for_intake(data: bytes, max_bytes: int) -> Parsed:
+    """What intake needs from the bytes; never raises for a bad mail (in the worker,
+    or in the daemon's parser process: `parsepool`)."""
+    if len(data) > max_bytes:
+        return Parsed(None, f"oversize: {len(data)} bytes > limit {max_bytes}")
+    try:
+        return Parsed(parse(data))
+    except UnparsableMail as exc:
+        return Parsed(None, f"unparsable: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a parser bug quarantines, never stops intake
+        return Parsed(None, f"parser error: {type(exc).__name__}: {exc}")
+
+
 def attachment_payload(raw: bytes, index: int) -> tuple[Attachment, bytes]:
     """Metadata and decoded bytes of attachment `index` (its position in `parse(raw)`).
 

@@ -21,35 +21,14 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from multiprocessing import get_context
 
-from inboxd.mail.parse import ParsedMail, UnparsableMail, parse
+from inboxd.mail.parse import Parsed, parse, parse_for_intake
 
 log = logging.getLogger("inboxd.parsepool")
 
 POOL_MIN_BATCH = 8  # fewer mails than this parse in the worker's own thread
 CHUNK = 10  # mails per task: small enough that storing starts early, big enough to amortise
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """A mail's parse: the mail, or why it could not be read (the intake quarantines it)."""
-
-    mail: ParsedMail | None
-    problem: str | None = None
-
-
-def parse_for_intake(data: bytes, max_bytes: int) -> Parsed:
-    """What intake needs from the bytes; never raises for a bad mail."""
-    if len(data) > max_bytes:
-        return Parsed(None, f"oversize: {len(data)} bytes > limit {max_bytes}")
-    try:
-        return Parsed(parse(data))
-    except UnparsableMail as exc:
-        return Parsed(None, f"unparsable: {exc}")
-    except Exception as exc:  # noqa: BLE001 - a parser bug quarantines, never stops intake
-        return Parsed(None, f"parser error: {type(exc).__name__}: {exc}")
 
 
 def _parse_chunk(datas: Sequence[bytes], max_bytes: int) -> list[Parsed]:

@@ -23,8 +23,7 @@ from sqlmodel import Session, select
 
 from inboxd.clock import Clock, utcnow
 from inboxd.db import Prepared, insert_ignore, model_defaults, savepoint, upsert
-from inboxd.mail.parse import Address, ParsedMail
-from inboxd.mail.parsepool import Parsed, parse_for_intake
+from inboxd.mail.parse import Address, Parsed, ParsedMail, parse_for_intake
 from inboxd.mail.text import reply_text
 from inboxd.models import (
     Delivery,
