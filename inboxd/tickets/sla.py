@@ -37,10 +37,11 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from sqlalchemy import Engine, bindparam, insert, text, update
+from sqlalchemy import Engine, insert, text
 from sqlalchemy import select as core_select
 from sqlmodel import Session
 
+from inboxd import records
 from inboxd.clock import utcnow
 from inboxd.config import BUILTIN_CALENDAR, WEEKDAYS, General
 from inboxd.db import Prepared
@@ -466,7 +467,7 @@ def sweep(session: Session, *, settings: Settings, now: datetime, limit: int = 1
         if changed:
             changes.setdefault(tuple(changed), []).append({"_id": due.id, **changed})
     for names, params in changes.items():
-        _update_by_id(names).many(session, params)
+        records.update_by_id(Ticket, names).many(session, params)
     for key, group in batch.notices.items():
         _send(batch, key, group)
     if batch.events:  # one executemany for the batch: a backlog fires thousands
@@ -549,20 +550,7 @@ _DUE_COLUMNS = tuple(_TICKET.c[name] for name in _DUE_NAMES)
 _DUE_VALUES = attrgetter(*_DUE_NAMES[1:])
 
 
-_UPDATES: dict[tuple[str, ...], Prepared] = {}
 _INSERT_EVENTS = Prepared(insert(TicketEvent.__table__))  # type: ignore[attr-defined]
-
-
-def _update_by_id(names: tuple[str, ...]) -> Prepared:
-    """`UPDATE ticket SET <names> WHERE id = :_id`, for executemany; built once per set."""
-    stmt = _UPDATES.get(names)
-    if stmt is None:
-        stmt = _UPDATES[names] = Prepared(
-            update(_TICKET)
-            .where(_TICKET.c.id == bindparam("_id"))
-            .values({name: bindparam(name) for name in names})
-        )
-    return stmt
 
 
 @dataclass(frozen=True, slots=True)
@@ -699,12 +687,12 @@ def _act(b: _Batch, ticket: Clocked, action: str) -> dict[str, Any]:
         ticket.updated_at = b.now
         # The assignment strategies count tickets in the database: written at once, as
         # each one moves, so a burst of reassignments spreads over the team.
-        _update_by_id(("team", "updated_at")).rows(
+        records.update_by_id(Ticket, ("team", "updated_at")).rows(
             b.session, {"_id": ticket.id, "team": target.name, "updated_at": b.now}
         )
         ticket.assignee = assignment.choose(b.session, spec)
         assigned = {"_id": ticket.id, "assignee": ticket.assignee}
-        _update_by_id(("assignee",)).rows(b.session, assigned)
+        records.update_by_id(Ticket, ("assignee",)).rows(b.session, assigned)
         return {"old": old_team, "new": target.name, "assignee": ticket.assignee}
     return {"skipped": "unknown action"}
 

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
+from inboxd import records
 from inboxd.db import Prepared, insert_ignore
 from inboxd.mail.parse import ParsedMail
 from inboxd.models import Participant, ThreadRef, Ticket
@@ -97,7 +98,7 @@ def find_ticket(
 ) -> ThreadMatch:
     """The ticket this mail continues, by token, then references, then a trusted subject tag."""
     token_ticket = find_ticket_token(secret, token_addresses(mail), own_addresses)
-    if token_ticket is not None and session.get(Ticket, token_ticket) is not None:
+    if token_ticket is not None and records.get(session, Ticket, token_ticket) is not None:
         return ThreadMatch(token_ticket, "token")
 
     ids = all_ids(mail)
@@ -115,7 +116,7 @@ def find_ticket(
         sender = mail.from_.addr if mail.from_ else None
         if sender and is_participant(session, tagged, sender):
             return ThreadMatch(tagged, "subject")
-        if session.get(Ticket, tagged) is not None:
+        if records.get(session, Ticket, tagged) is not None:
             return ThreadMatch(None, "none", subject_ref=tagged)
     return ThreadMatch(None, "none")
 
@@ -131,12 +132,12 @@ def is_participant(session: Session, ticket_id: int, address: str) -> bool:
 
 def follow_merges(session: Session, ticket_id: int) -> Ticket:
     """The ticket that now holds `ticket_id`'s conversation (merges may chain)."""
-    ticket = session.get(Ticket, ticket_id)
+    ticket = records.get(session, Ticket, ticket_id)
     assert ticket is not None, f"ticket {ticket_id} vanished"
     for _ in range(MAX_MERGE_HOPS):
         if ticket.merged_into is None:
             return ticket
-        nxt = session.get(Ticket, ticket.merged_into)
+        nxt = records.get(session, Ticket, ticket.merged_into)
         assert nxt is not None
         ticket = nxt
     return ticket
