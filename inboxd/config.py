@@ -755,6 +755,8 @@ class General(BaseModel):
     secret_file: Path | None = None
     subject_tag: Annotated[str, BeforeValidator(_subject_tag)] = "[#{id}]"
     max_message_size: Annotated[int, BeforeValidator(_size)] = 25_000_000
+    # A mail whose parse takes longer is quarantined, so it cannot hold up its mailbox.
+    parse_timeout: Duration = timedelta(seconds=60)
     sweep_interval: Duration = timedelta(seconds=10)
     auto_resolve_pending: Duration = timedelta(days=7)
     sender_blocklist: tuple[Annotated[str, BeforeValidator(_sender_pattern)], ...] = ()

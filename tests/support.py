@@ -81,6 +81,15 @@ def write_config(
     return path
 
 
+def slow_mail(recipients: int = 100_000) -> bytes:
+    """A well-formed mail that takes mail-parser seconds: 100,000 named recipients (2 MB)."""
+    to = ", ".join(f'"Recipient {i}" <r{i}@example.com>' for i in range(recipients))
+    return (
+        f"From: a@example.com\r\nTo: support@example.com, {to}\r\nSubject: Everyone\r\n"
+        "Message-ID: <everyone@example.com>\r\n\r\nHello all.\r\n"
+    ).encode()
+
+
 def make_mail(
     *,
     subject: str = "Help needed",

@@ -6,11 +6,23 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from servers import Database, Dovecot
 from sqlalchemy import func
 from sqlmodel import Session, select
-from support import Box, cli, cli_json, daemon, daemon_log, make_mail, wait_for, write_config
+from support import (
+    Box,
+    cli,
+    cli_json,
+    daemon,
+    daemon_log,
+    make_mail,
+    slow_mail,
+    wait_for,
+    write_config,
+)
 
+from inboxd.mail.parsepool import ParsePool
 from inboxd.models import Delivery, MailboxState, Message, Ticket
 
 
@@ -287,3 +299,54 @@ def test_deliver_pipe_exit_codes(tmp_path: Path, sqlite_database: Database) -> N
     assert fail.returncode == 75, fail.stderr
     assert fail.stderr.decode().startswith("inboxd: error:") and b"Traceback" not in fail.stderr
     assert count(sqlite_database, Message) == 1
+
+
+@pytest.mark.skipif(
+    ParsePool.for_this_machine() is None, reason="the time limit needs a second core"
+)
+def test_a_mail_that_outlasts_the_parse_time_limit_is_quarantined_and_its_mailbox_goes_on(
+    tmp_path: Path, sqlite_database: Database, dovecot: Dovecot
+) -> None:
+    box = new_box(dovecot, "support")
+    dovecot.append(box.user or "", "INBOX", slow_mail())
+    dovecot.append(box.user or "", "INBOX", make_mail(subject="Right after it"))
+    config = config_for(tmp_path, sqlite_database, dovecot, box)
+    limit_parsing_to_one_second(config)
+
+    assert "support: 2 new" in cli(config, "run", "--once").stdout.decode()
+    assert [t["subject"] for t in cli_json(config, "ticket", "list", "--all")] == ["Right after it"]
+    with Session(sqlite_database.engine) as s:
+        (pk,) = s.exec(select(Message.id).where(Message.quarantined)).all()
+    doc = cli_json(config, "message", "show", f"#{pk}")
+    assert doc["quarantine_reason"] == "parsing took longer than 1 s; stored without parsing"
+    assert cli_json(config, "status")["quarantined"] == 1
+
+
+@pytest.mark.skipif(
+    ParsePool.for_this_machine() is None, reason="the time limit needs a second core"
+)
+def test_import_quarantines_a_mail_that_outlasts_the_parse_time_limit(
+    tmp_path: Path, sqlite_database: Database
+) -> None:
+    folder = tmp_path / "backfill"
+    folder.mkdir()
+    (folder / "1.eml").write_bytes(make_mail(subject="Before it"))
+    (folder / "2.eml").write_bytes(slow_mail())
+    (folder / "3.eml").write_bytes(make_mail(subject="After it"))
+    config = write_config(
+        tmp_path / "cfg",
+        database=sqlite_database.url,
+        boxes=[Box(name="support", address="support@example.com")],
+    )
+    limit_parsing_to_one_second(config)
+    summary = cli_json(config, "import", str(folder), "--mailbox", "support")
+    assert (summary["stored"], summary["quarantined"], summary["tickets"]) == (3, 1, 2)
+    assert sorted(t["subject"] for t in cli_json(config, "ticket", "list", "--all")) == [
+        "After it",
+        "Before it",
+    ]
+
+
+def limit_parsing_to_one_second(config: Path) -> None:
+    text = config.read_text().replace("[inboxd]\n", '[inboxd]\nparse_timeout = "1s"\n', 1)
+    config.write_text(text)

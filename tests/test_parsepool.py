@@ -1,5 +1,6 @@
 """The parser process: the same parse as in the worker, in order; small batches stay in
-the worker; a dead parser costs nothing but time; it never outlives its daemon."""
+the worker unless there is a time limit; a mail that outlasts the limit is stored
+unparsed; a dead parser costs nothing but time; it never outlives its daemon."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import make_mail
+from support import make_mail, slow_mail
 
 from inboxd.mail import parsepool
 from inboxd.mail.parse import parse_for_intake
@@ -57,6 +58,25 @@ def test_a_small_batch_parses_in_the_worker(pool: ParsePool) -> None:
         f"Mail {i}" for i in range(len(mails))
     ]
     assert pool.pids() == []  # never started
+
+
+def test_a_mail_that_outlasts_the_time_limit_is_stored_unparsed(pool: ParsePool) -> None:
+    mails = [make_mail(subject=f"Mail {i}") for i in range(20)]
+    mails.insert(12, slow_mail())
+    got = list(pool.parses(mails, LIMIT, timeout=1.0))
+    assert len(got) == 21
+    assert got[12].mail is None
+    assert got[12].problem == "parsing took longer than 1 s; stored without parsing"
+    # Every other mail of the batch, before and after it, parsed as usual and in order.
+    assert [p.mail.subject for p in got if p.mail] == [f"Mail {i}" for i in range(20)]
+    assert pool.pids(), "a fresh parser process took over"
+
+
+def test_with_a_time_limit_a_single_mail_parses_in_the_pool(pool: ParsePool) -> None:
+    (got,) = pool.parses([slow_mail()], LIMIT, timeout=1.0)
+    assert got.mail is None and "longer than 1 s" in (got.problem or "")
+    (fine,) = pool.parses([make_mail(subject="Next")], LIMIT, timeout=1.0)
+    assert fine.mail is not None and fine.mail.subject == "Next"
 
 
 def test_a_killed_parser_process_costs_the_batch_nothing(pool: ParsePool) -> None:

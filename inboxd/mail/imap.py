@@ -27,7 +27,7 @@ from inboxd.clock import Clock, utcnow
 from inboxd.db import session_scope
 from inboxd.errors import ConfigError
 from inboxd.leases import MailboxLease
-from inboxd.mail.parse import Parsed, parse_for_intake
+from inboxd.mail.parse import Parsed
 from inboxd.tickets import intake, mailboxes
 
 if TYPE_CHECKING:
@@ -314,13 +314,7 @@ class MailboxWorker:
         cfg = self.ctx.intake_config()
         stored = 0
         if tries == 0:
-            datas = [data for _, data in bodies]
-            pool = self.ctx.parse_pool
-            parses = (
-                pool.parses(datas, cfg.max_message_bytes)
-                if pool is not None
-                else (parse_for_intake(d, cfg.max_message_bytes) for d in datas)
-            )
+            parses = self._parses(cfg, [data for _, data in bodies])
             with session_scope(self.ctx.engine) as s:
                 for (uid, data), parsed in zip(bodies, parses, strict=True):
                     r = self._receive(s, cfg, data, uidvalidity, uid, parsed=parsed)
@@ -336,9 +330,11 @@ class MailboxWorker:
                 if i > 0:
                     with session_scope(self.ctx.engine) as s:
                         tries = mailboxes.mark_inflight(s, self.mb.name, uid)
+                parse_it = tries + 1 < mailboxes.POISON_LIMIT
+                parsed = next(self._parses(cfg, [data])) if parse_it else None
                 with session_scope(self.ctx.engine) as s:
                     r = self._receive(
-                        s, cfg, data, uidvalidity, uid, parse_it=tries + 1 < mailboxes.POISON_LIMIT
+                        s, cfg, data, uidvalidity, uid, parse_it=parse_it, parsed=parsed
                     )
                     stored += r.outcome != "duplicate"
                     mailboxes.advance(s, self.mb.name, uidvalidity=uidvalidity, uid=uid)
@@ -348,6 +344,11 @@ class MailboxWorker:
         self._dispose(client, [uid for uid, _ in bodies])
         self.ctx.nudge()
         return stored
+
+    def _parses(self, cfg: intake.IntakeConfig, datas: list[bytes]) -> Iterator[Parsed]:
+        from inboxd.mail.parsepool import parse_all
+
+        return parse_all(self.ctx.parse_pool, datas, cfg.max_message_bytes, cfg.parse_timeout)
 
     def _receive(
         self,

@@ -5,11 +5,14 @@ statements, one after the other on one core. A mailbox worker with a fetched bat
 the raw mails to this pool in a few chunks and then stores them in order, each as soon
 as its parse is back: the second core parses mail n+1.. while the first stores mail n.
 
-Small batches (an IDLE wake-up brings one or two mails) parse in the worker's own thread:
-a round trip to another process costs more than it saves there. The pool starts on the
-first large batch, so `run --once` over a quiet mailbox never spawns it. When the pool
-breaks (its process died) or is closed, the batch parses in-process as before, where
-the poison-mail guard (`mailboxes.POISON_LIMIT`) deals with a mail that kills parsers.
+The pool is also the daemon's guard against a mail the parser gets stuck on: a parse
+that outlasts `[inboxd] parse_timeout` is killed with its process, and that mail is
+stored unparsed and quarantined instead of holding up its mailbox. So with a time limit
+every batch parses here, even a single IDLE mail (a round trip costs about a
+millisecond); without one, batches under `POOL_MIN_BATCH` parse in the caller's thread.
+The pool starts on first use, so `run --once` over a quiet mailbox never spawns it.
+When the process dies, its chunk parses in-process as before, where the poison-mail
+guard (`mailboxes.POISON_LIMIT`) deals with a mail that kills parsers.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
+from typing import Any
 
 from inboxd.mail.parse import Parsed, parse, parse_for_intake
 
 log = logging.getLogger("inboxd.parsepool")
 
-POOL_MIN_BATCH = 8  # fewer mails than this parse in the worker's own thread
+POOL_MIN_BATCH = 8  # without a time limit, fewer mails parse in the caller's thread
 CHUNK = 10  # mails per task: small enough that storing starts early, big enough to amortise
+FIRST_CHUNK = 2  # the worker waits for the first chunk with nothing to store meanwhile
 
 
 def _parse_chunk(datas: Sequence[bytes], max_bytes: int) -> list[Parsed]:
@@ -50,59 +55,121 @@ class ParsePool:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         return cls() if cores >= 2 else None
 
-    def parses(self, datas: Sequence[bytes], max_bytes: int) -> Iterator[Parsed]:
-        """The parse of each mail, in order; parsed ahead in the pool when it is worth it."""
-        executor = self._executor_for(len(datas))
+    def parses(
+        self, datas: Sequence[bytes], max_bytes: int, *, timeout: float | None = None
+    ) -> Iterator[Parsed]:
+        """The parse of each mail, in order; parsed ahead in the pool when it is worth it.
+
+        A chunk not back within `timeout` seconds of being awaited holds a mail the parser
+        is stuck on: the process is killed and the chunk's mails parsed one at a time in
+        a fresh one, each with the same limit; a mail that runs out of it comes back as
+        unparsed, with the reason, to be quarantined. The rest of the batch goes on.
+        """
+        if not datas:
+            return
+        executor = self._executor_for(len(datas), timeout)
         if executor is None:
             yield from (parse_for_intake(d, max_bytes) for d in datas)
             return
+        head = datas[:FIRST_CHUNK]
+        chunks = [head, *(datas[i : i + CHUNK] for i in range(len(head), len(datas), CHUNK))]
+        futures = self._submit(executor, chunks, max_bytes)
+        for k, chunk in enumerate(chunks):
+            future = futures[k] if k < len(futures) else None
+            try:
+                yield from self._results(future, chunk, max_bytes, timeout)
+            except TimeoutError:
+                log.warning("parser stuck on a chunk; parsing its mails one at a time")
+                self._kill(executor)
+                yield from self._one_by_one(chunk, max_bytes, timeout)
+                executor = self._executor_for(len(datas), timeout)
+                if executor is not None:
+                    futures[k + 1 :] = self._submit(executor, chunks[k + 1 :], max_bytes)
+
+    def _submit(
+        self, executor: ProcessPoolExecutor, chunks: list[Sequence[bytes]], max_bytes: int
+    ) -> list[Future[list[Parsed]]]:
         futures: list[Future[list[Parsed]]] = []
         try:
-            for i in range(0, len(datas), CHUNK):
-                futures.append(executor.submit(_parse_chunk, datas[i : i + CHUNK], max_bytes))
+            for chunk in chunks:
+                futures.append(executor.submit(_parse_chunk, chunk, max_bytes))
         except (BrokenProcessPool, RuntimeError):  # broken or shut down meanwhile
             self._discard(executor)
-        for i in range(0, len(datas), CHUNK):
-            chunk = datas[i : i + CHUNK]
-            k = i // CHUNK
-            yield from self._results(futures[k] if k < len(futures) else None, chunk, max_bytes)
+        return futures
 
     def _results(
-        self, future: Future[list[Parsed]] | None, chunk: Sequence[bytes], max_bytes: int
+        self,
+        future: Future[list[Parsed]] | None,
+        chunk: Sequence[bytes],
+        max_bytes: int,
+        timeout: float | None,
     ) -> Iterator[Parsed]:
         if future is not None:
             try:
-                yield from future.result()
-                return
+                parsed = future.result(timeout=timeout)
             except BrokenProcessPool:
                 log.warning("parser process died; parsing in the worker")
                 self._discard(None)
             except CancelledError:  # the pool closed under a worker still busy at shutdown
                 pass
+            else:
+                yield from parsed
+                return
         yield from (parse_for_intake(d, max_bytes) for d in chunk)
 
-    def _executor_for(self, n: int) -> ProcessPoolExecutor | None:
-        if n < POOL_MIN_BATCH:
+    def _one_by_one(
+        self, chunk: Sequence[bytes], max_bytes: int, timeout: float | None
+    ) -> Iterator[Parsed]:
+        for data in chunk:
+            executor = self._executor_for(1, timeout)
+            future = self._submit(executor, [[data]], max_bytes) if executor else []
+            try:
+                yield from self._results(future[0] if future else None, [data], max_bytes, timeout)
+            except TimeoutError:
+                assert executor is not None
+                self._kill(executor)
+                log.warning("parser stuck on a mail; storing it unparsed")
+                yield Parsed(
+                    None, f"parsing took longer than {timeout:g} s; stored without parsing"
+                )
+
+    def _executor_for(self, n: int, timeout: float | None) -> ProcessPoolExecutor | None:
+        """The running pool, started if need be; None: parse `n` mails in this thread."""
+        if n < POOL_MIN_BATCH and timeout is None:
             return None
         with self._lock:
             if self._executor is None and not self._closed:
                 # spawn: forking a process that runs threads can copy a held lock.
-                self._executor = ProcessPoolExecutor(
+                executor = ProcessPoolExecutor(
                     self._processes,
                     mp_context=get_context("spawn"),
                     initializer=_warm_up,
                     initargs=(os.getpid(),),
                 )
+                try:  # started and warm before any timed wait: a limit measures parsing
+                    executor.submit(int).result()
+                except BrokenProcessPool:
+                    log.warning("parser process failed to start; parsing in the worker")
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    return None
+                self._executor = executor
             return self._executor
 
     def _discard(self, executor: ProcessPoolExecutor | None) -> None:
-        """Drop a broken pool; the next large batch starts a fresh one."""
+        """Drop a broken pool; the next batch that needs one starts a fresh one."""
         with self._lock:
             broken = executor or self._executor
             if broken is not None and broken is self._executor:
                 self._executor = None
         if broken is not None:
             broken.shutdown(wait=False, cancel_futures=True)
+
+    def _kill(self, executor: ProcessPoolExecutor) -> None:
+        """Stop a parser stuck on a mail (shutdown would wait for it) and drop its pool."""
+        procs: dict[int, Any] = getattr(executor, "_processes", None) or {}
+        for proc in list(procs.values()):
+            proc.kill()
+        self._discard(executor)
 
     def close(self) -> None:
         with self._lock:
@@ -116,6 +183,15 @@ class ParsePool:
         executor = self._executor
         procs: dict[int, object] = getattr(executor, "_processes", None) or {}
         return list(procs)
+
+
+def parse_all(
+    pool: ParsePool | None, datas: Sequence[bytes], max_bytes: int, timeout: float | None
+) -> Iterator[Parsed]:
+    """Each mail's parse, in order: in `pool` under the time limit, or here without one."""
+    if pool is None:
+        return (parse_for_intake(d, max_bytes) for d in datas)
+    return pool.parses(datas, max_bytes, timeout=timeout)
 
 
 def _warm_up(parent: int) -> None:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import bindparam
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
-from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, select
 
+from inboxd import records
 from inboxd.clock import Clock, utcnow
 from inboxd.db import Prepared, insert_ignore, model_defaults, savepoint, upsert
 from inboxd.mail.parse import Address, Parsed, ParsedMail, parse_for_intake
@@ -64,6 +64,7 @@ class IntakeConfig:
     subject_tag: re.Pattern[str] = DEFAULT_TAG
     rules: RuleSet | None = None
     max_message_bytes: int = DEFAULT_MAX_BYTES
+    parse_timeout: float | None = None  # seconds; enforced where a parser process runs
     clock: Clock = utcnow
     settings: Settings | None = None  # None: no SLA clocks, no acknowledgements
 
@@ -84,6 +85,7 @@ class IntakeConfig:
             subject_tag=threading.subject_tag_pattern(settings.inboxd.subject_tag),
             rules=rules,
             max_message_bytes=settings.inboxd.max_message_size,
+            parse_timeout=settings.inboxd.parse_timeout.total_seconds(),
             clock=clock,
             settings=settings,
         )
@@ -371,6 +373,7 @@ def process(
             assert ticket.id is not None
             pk = store(ticket.id)
             _join(session, cfg, ticket, mail, verdict)
+            records.write_back(session, ticket)
             return Received(pk, mail.message_id, "joined", ticket.id, verdict.kind)
         previous = ticket.id  # a reply to a closed ticket opens a new, linked one
 
@@ -549,12 +552,11 @@ def _open_ticket(
         "assignee": agent,
     }
     # Built before the INSERT so the clocks go into the same row (no UPDATE after it).
-    ticket = Ticket(**values)
+    ticket = records.build(Ticket, values)
     clocks = sla.set_clocks(ticket, cfg.settings) if cfg.settings is not None else None
     ticket_id = _INSERT_TICKET.scalar(session, {name: getattr(ticket, name) for name in values})
     ticket.id = ticket_id
-    make_transient_to_detached(ticket)  # persistent without a SELECT: the row is `ticket`
-    session.add(ticket)
+    records.attach(session, ticket)  # persistent without a SELECT: the row is `ticket`
     threading.remember_ids(
         session, ticket_id, [mail.message_id, *mail.in_reply_to, *mail.references]
     )
