@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import bindparam, inspect, select, update
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
 
 from inboxd.db import Prepared
 
@@ -79,8 +78,9 @@ def write_back(session: Session, obj: SQLModel) -> None:
     update_by_id(type(obj), changed).rows(
         session, {"_id": state.key[1][0], **{k: values.get(k) for k in changed}}
     )
-    for k in changed:
-        set_committed_value(obj, k, values.get(k))
+    # What a flush does to a written instance, so the session no longer counts it dirty:
+    # an unchanged but "modified" instance still costs a unit of work at the next flush.
+    state._commit_all(values, session.identity_map)
 
 
 @cache

@@ -71,7 +71,7 @@ def test_write_back_updates_the_changed_columns_and_leaves_the_ticket_clean(
         t.updated_at = later
         t.status = "pending"
         records.write_back(s, t)
-        assert not s.is_modified(t)  # nothing left for a flush to write
+        assert not s.is_modified(t) and not s.dirty  # nothing left for a flush to do
         # Another writer's change to a column we did not touch must survive.
         s.connection().execute(
             text("UPDATE ticket SET subject = 'Renamed' WHERE id = :id"), {"id": pk}
