@@ -58,9 +58,12 @@ def _utc_datetime() -> type[Any]:
             def process(value: datetime | None) -> str | None:
                 if value is None:
                     return None
-                if value.tzinfo is None:
+                offset = value.utcoffset()
+                if offset is None:
                     raise ValueError("naive datetime given to a UTC column")
-                return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+                if offset:
+                    value = value.astimezone(UTC)
+                return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
             return process
 

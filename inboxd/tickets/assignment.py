@@ -74,9 +74,10 @@ def _next_in_rotation(session: Session, team: TeamSpec) -> str:
         with bind.engine.begin() as conn:
             conn.execute(_PG_ADD_TEAM, {"name": team.name, "active": True, "rr_last": None})
             return _take_turn(conn, team)
-    insert_ignore(session, Team, [{"name": team.name, "active": True, "rr_last": None}])
-    last = _RR_LAST_SQLITE.scalar(session, {"team": team.name})
-    nxt = _after(team, last)
+    found = _RR_LAST_SQLITE.rows(session, {"team": team.name})
+    if not found:  # the team's first round-robin ticket
+        insert_ignore(session, Team, [{"name": team.name, "active": True, "rr_last": None}])
+    nxt = _after(team, found[0][0] if found else None)
     _RR_SET_SQLITE.rows(session, {"team": team.name, "agent": nxt})
     return nxt
 

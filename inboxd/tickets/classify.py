@@ -59,6 +59,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
+from functools import lru_cache
 from typing import Literal
 
 from inboxd.mail import msgids
@@ -192,6 +193,12 @@ def _local_part(addr: str) -> str:
 def _strip_tag(addr: str) -> str:
     local, _, domain = addr.lower().rpartition("@")
     return f"{local.split('+', 1)[0]}@{domain}" if local else addr.lower()
+
+
+@lru_cache(maxsize=8)
+def _untagged(addresses: frozenset[str]) -> frozenset[str]:
+    """`addresses` without +tags: the same few addresses for every mail of a config."""
+    return frozenset(_strip_tag(a) for a in addresses)
 
 
 def is_machine_address(addr: str) -> bool:
@@ -700,8 +707,7 @@ def classify(
     sender = mail.from_.addr if mail.from_ else ""
 
     # 1. our own mail coming back
-    own = {_strip_tag(a) for a in own_addresses}
-    if sender and _strip_tag(sender) in own:
+    if sender and _strip_tag(sender) in _untagged(own_addresses):
         return Classification("own", (f"From is our address {sender}",))
     if mail.header(loop_header) is not None:
         return Classification("own", (f"{loop_header} header present",))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, or_
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
@@ -191,18 +191,21 @@ class Existing:
 
 def find_existing(session: Session, *, message_id: str | None, digest: str) -> Existing | None:
     """The stored message with this Message-ID, else with these exact bytes."""
-    if message_id:
-        rows = _BY_MESSAGE_ID.rows(session, {"mid": message_id})
-        if rows:
-            return Existing(*rows[0])
-    rows = _BY_HASH.rows(session, {"digest": digest})
-    return Existing(*rows[0]) if rows else None
+    if not message_id:
+        rows = _BY_HASH.rows(session, {"digest": digest})
+        return Existing(*rows[0]) if rows else None
+    # One statement for both (SQLite and PostgreSQL use both indexes for the OR).
+    rows = _BY_MESSAGE_ID_OR_HASH.rows(session, {"mid": message_id, "digest": digest})
+    by_id = [r for r in rows if r[1] == message_id]
+    return Existing(*(by_id or rows)[0]) if rows else None
 
 
 _M = Message.__table__.c  # type: ignore[attr-defined]
 _EXISTING = sa_select(_M.id, _M.message_id, _M.ticket_id, _M.classification)
 # Built once: constructing a statement per mail costs more than running it.
-_BY_MESSAGE_ID = Prepared(_EXISTING.where(_M.message_id == bindparam("mid")))
+_BY_MESSAGE_ID_OR_HASH = Prepared(
+    _EXISTING.where(or_(_M.message_id == bindparam("mid"), _M.content_hash == bindparam("digest")))
+)
 _BY_HASH = Prepared(_EXISTING.where(_M.content_hash == bindparam("digest")))
 
 
