@@ -324,10 +324,13 @@ class Prepared:
         plan = self._plans.get((dialect.name, keys))
         if plan is None:
             compiled = self._make(dialect.name).compile(dialect=dialect, column_keys=list(keys))
+            processors = dict(compiled._bind_processors)
             plan = _Plan(
                 compiled.string,
-                tuple(compiled.positiontup) if compiled.positional else None,
-                dict(compiled._bind_processors),
+                tuple((name, processors.get(name)) for name in compiled.positiontup)
+                if compiled.positional
+                else None,
+                processors,
                 # Literals of the statement itself (e.g. `kind == "ack"`) are binds too.
                 {
                     name: bind.effective_value
@@ -367,15 +370,17 @@ def _wrapped(exc: Exception, sql: str, args: Any, dialect: Dialect) -> Exception
 @dataclass(frozen=True, slots=True)
 class _Plan:
     sql: str
-    order: tuple[str, ...] | None  # parameter names in placeholder order; None: named style
-    processors: dict[str, Callable[[Any], Any]]
+    # Positional style (SQLite): each placeholder's parameter name and bind processor.
+    steps: tuple[tuple[str, Callable[[Any], Any] | None], ...] | None
+    processors: dict[str, Callable[[Any], Any]]  # named style (PostgreSQL)
     literals: dict[str, Any]
 
     def arguments(self, params: dict[str, Any]) -> Any:
-        procs = self.processors
         merged = self.literals | params if self.literals else params
-        values = {k: procs[k](v) if k in procs else v for k, v in merged.items()}
-        return values if self.order is None else [values[k] for k in self.order]
+        if self.steps is not None:
+            return [merged[k] if proc is None else proc(merged[k]) for k, proc in self.steps]
+        procs = self.processors
+        return {k: procs[k](v) if k in procs else v for k, v in merged.items()}
 
 
 def insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
