@@ -42,12 +42,17 @@ def attach(session: Session, obj: SQLModel) -> None:
     session.add(obj)
 
 
-def get(session: Session, model: type[T], pk: int) -> T | None:
+def held(session: Session, model: type[T], pk: object) -> T | None:
+    """The instance of that row the session's identity map holds, if any."""
+    key = inspect(model).identity_key_from_primary_key([pk])
+    return session.identity_map.get(key)  # type: ignore[return-value]
+
+
+def get(session: Session, model: type[T], pk: object) -> T | None:
     """`session.get(model, pk)`: the identity map's instance, else the row, loaded."""
-    mapper = inspect(model)
-    held = session.identity_map.get(mapper.identity_key_from_primary_key([pk]))
-    if held is not None:
-        return held  # type: ignore[return-value]
+    found = held(session, model, pk)
+    if found is not None:
+        return found
     names, processors = _loading(model, session.get_bind().dialect)
     rows = _select_by_id(model).rows(session, {"pk": pk})
     if not rows:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
+from inboxd import records
 from inboxd.db import insert_ignore
 from inboxd.models import MailboxState
 
@@ -23,7 +24,16 @@ class Cursor:
 
 
 def state(session: Session, mailbox: str, *, lock: bool = False) -> MailboxState:
-    """The mailbox's state row, created on first use."""
+    """The mailbox's state row, created on first use.
+
+    Read twice a batch by the worker that holds the mailbox: a row this session has not
+    loaded yet (the usual case) is read with `records.get`; one it holds is read again,
+    as is a row to be locked.
+    """
+    if not lock and not records.held(session, MailboxState, mailbox):
+        found = records.get(session, MailboxState, mailbox)
+        if found is not None:
+            return found
     insert_ignore(
         session,
         MailboxState,
