@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from support import make_mail, slow_mail
 
 from inboxd.mail import parsepool
-from inboxd.mail.parse import parse_for_intake
+from inboxd.mail.parse import Parsed, parse_for_intake
 from inboxd.mail.parsepool import ParsePool
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -77,6 +78,28 @@ def test_with_a_time_limit_a_single_mail_parses_in_the_pool(pool: ParsePool) -> 
     assert got.mail is None and "longer than 1 s" in (got.problem or "")
     (fine,) = pool.parses([make_mail(subject="Next")], LIMIT, timeout=1.0)
     assert fine.mail is not None and fine.mail.subject == "Next"
+
+
+def test_a_stuck_mail_is_caught_when_another_worker_waits_behind_it(pool: ParsePool) -> None:
+    """Two mailboxes share the parser. The one queued behind the stuck mail may reach the
+    limit first and kill the process: the stuck mail must still be found and set aside,
+    never parsed in its worker's thread (where nothing could stop it)."""
+    first = [make_mail(subject=f"First {i}") for i in range(300)] + [slow_mail()]
+    second = [make_mail(subject=f"Second {i}") for i in range(5)]
+    got: dict[str, list[Parsed]] = {}
+
+    def run(name: str, mails: list[bytes]) -> None:
+        got[name] = list(pool.parses(mails, LIMIT, timeout=1.0))
+
+    one = threading.Thread(target=run, args=("first", first))
+    one.start()
+    time.sleep(0.05)  # the second batch queues behind the first, stuck mail included
+    run("second", second)
+    one.join()
+    assert got["first"][-1].mail is None
+    assert got["first"][-1].problem == "parsing took longer than 1 s; stored without parsing"
+    assert [p.mail.subject for p in got["first"] if p.mail] == [f"First {i}" for i in range(300)]
+    assert [p.mail.subject for p in got["second"] if p.mail] == [f"Second {i}" for i in range(5)]
 
 
 def test_a_killed_parser_process_costs_the_batch_nothing(pool: ParsePool) -> None:

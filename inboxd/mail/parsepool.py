@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,6 +35,11 @@ log = logging.getLogger("inboxd.parsepool")
 POOL_MIN_BATCH = 8  # without a time limit, fewer mails parse in the caller's thread
 CHUNK = 10  # mails per task: small enough that storing starts early, big enough to amortise
 FIRST_CHUNK = 2  # the worker waits for the first chunk with nothing to store meanwhile
+KILLED_RETRIES = 3  # a mail whose parser another worker's limit killed is tried again
+
+
+class _Killed(Exception):
+    """The parser process was killed, for a mail it was stuck on, under this chunk."""
 
 
 def _parse_chunk(datas: Sequence[bytes], max_bytes: int) -> list[Parsed]:
@@ -48,6 +54,7 @@ class ParsePool:
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._killed: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
 
     @classmethod
     def for_this_machine(cls) -> ParsePool | None:
@@ -77,10 +84,11 @@ class ParsePool:
         for k, chunk in enumerate(chunks):
             future = futures[k] if k < len(futures) else None
             try:
-                yield from self._results(future, chunk, max_bytes, timeout)
-            except TimeoutError:
-                log.warning("parser stuck on a chunk; parsing its mails one at a time")
-                self._kill(executor)
+                yield from self._results(executor, future, chunk, max_bytes, timeout)
+            except (TimeoutError, _Killed) as exc:
+                if isinstance(exc, TimeoutError):
+                    log.warning("parser stuck on a chunk; parsing its mails one at a time")
+                    self._kill(executor)
                 yield from self._one_by_one(chunk, max_bytes, timeout)
                 executor = self._executor_for(len(datas), timeout)
                 if executor is not None:
@@ -99,17 +107,24 @@ class ParsePool:
 
     def _results(
         self,
+        executor: ProcessPoolExecutor,
         future: Future[list[Parsed]] | None,
         chunk: Sequence[bytes],
         max_bytes: int,
         timeout: float | None,
     ) -> Iterator[Parsed]:
+        """The chunk's parses; raises TimeoutError past the limit, `_Killed` when another
+        worker's limit killed the process under it."""
+        if future is None and executor in self._killed:
+            raise _Killed
         if future is not None:
             try:
                 parsed = future.result(timeout=timeout)
             except BrokenProcessPool:
+                if executor in self._killed:
+                    raise _Killed from None
                 log.warning("parser process died; parsing in the worker")
-                self._discard(None)
+                self._discard(executor)
             except CancelledError:  # the pool closed under a worker still busy at shutdown
                 pass
             else:
@@ -120,18 +135,28 @@ class ParsePool:
     def _one_by_one(
         self, chunk: Sequence[bytes], max_bytes: int, timeout: float | None
     ) -> Iterator[Parsed]:
+        """Each mail in a pool of its own turn, under the limit: finds the one stuck."""
         for data in chunk:
-            executor = self._executor_for(1, timeout)
-            future = self._submit(executor, [[data]], max_bytes) if executor else []
-            try:
-                yield from self._results(future[0] if future else None, [data], max_bytes, timeout)
-            except TimeoutError:
-                assert executor is not None
-                self._kill(executor)
-                log.warning("parser stuck on a mail; storing it unparsed")
-                yield Parsed(
-                    None, f"parsing took longer than {timeout:g} s; stored without parsing"
-                )
+            for _ in range(KILLED_RETRIES):
+                executor = self._executor_for(1, timeout)
+                if executor is None:
+                    break
+                future = self._submit(executor, [[data]], max_bytes)
+                if not future:
+                    continue  # the pool broke before it took the mail
+                try:
+                    yield from self._results(executor, future[0], [data], max_bytes, timeout)
+                except _Killed:
+                    continue  # another worker's stuck mail: this one gets a fresh try
+                except TimeoutError:
+                    self._kill(executor)
+                    log.warning("parser stuck on a mail; storing it unparsed")
+                    yield Parsed(
+                        None, f"parsing took longer than {timeout:g} s; stored without parsing"
+                    )
+                break
+            else:
+                yield parse_for_intake(data, max_bytes)
 
     def _executor_for(self, n: int, timeout: float | None) -> ProcessPoolExecutor | None:
         """The running pool, started if need be; None: parse `n` mails in this thread."""
@@ -165,7 +190,12 @@ class ParsePool:
             broken.shutdown(wait=False, cancel_futures=True)
 
     def _kill(self, executor: ProcessPoolExecutor) -> None:
-        """Stop a parser stuck on a mail (shutdown would wait for it) and drop its pool."""
+        """Stop a parser stuck on a mail (shutdown would wait for it) and drop its pool.
+
+        Other workers' chunks in it then fail as `_Killed`, not as a crash: they are
+        parsed again in the pool, under the limit, never in their worker's thread.
+        """
+        self._killed.add(executor)
         procs: dict[int, Any] = getattr(executor, "_processes", None) or {}
         for proc in list(procs.values()):
             proc.kill()
