@@ -102,6 +102,20 @@ def test_a_stuck_mail_is_caught_when_another_worker_waits_behind_it(pool: ParseP
     assert [p.mail.subject for p in got["second"] if p.mail] == [f"Second {i}" for i in range(5)]
 
 
+def test_a_pool_closed_while_a_mail_is_stuck_still_gives_every_parse(pool: ParsePool) -> None:
+    """Shutdown under a stuck parse: the limit still fires, no fresh process may start,
+    and the batch still gets one parse per mail (here the stuck one, in the worker)."""
+    mails = [make_mail(subject=f"Mail {i}") for i in range(12)] + [slow_mail()]
+    got: list[Parsed] = []
+    worker = threading.Thread(target=lambda: got.extend(pool.parses(mails, LIMIT, timeout=1.0)))
+    worker.start()
+    time.sleep(0.3)
+    pool.close()
+    worker.join()
+    assert len(got) == len(mails)
+    assert [p.mail.subject for p in got[:12] if p.mail] == [f"Mail {i}" for i in range(12)]
+
+
 def test_a_killed_parser_process_costs_the_batch_nothing(pool: ParsePool) -> None:
     mails = [make_mail(subject=f"Mail {i}") for i in range(40)]
     assert len(list(pool.parses(mails, LIMIT))) == 40

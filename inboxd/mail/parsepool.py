@@ -89,9 +89,10 @@ class ParsePool:
                 if isinstance(exc, TimeoutError):
                     log.warning("parser stuck on a chunk; parsing its mails one at a time")
                     self._kill(executor)
-                yield from self._one_by_one(chunk, max_bytes, timeout)
-                executor = self._executor_for(len(datas), timeout)
-                if executor is not None:
+                yield from (self._one(data, max_bytes, timeout) for data in chunk)
+                fresh = self._executor_for(len(datas), timeout)
+                if fresh is not None:
+                    executor = fresh
                     futures[k + 1 :] = self._submit(executor, chunks[k + 1 :], max_bytes)
 
     def _submit(
@@ -132,31 +133,27 @@ class ParsePool:
                 return
         yield from (parse_for_intake(d, max_bytes) for d in chunk)
 
-    def _one_by_one(
-        self, chunk: Sequence[bytes], max_bytes: int, timeout: float | None
-    ) -> Iterator[Parsed]:
-        """Each mail in a pool of its own turn, under the limit: finds the one stuck."""
-        for data in chunk:
-            for _ in range(KILLED_RETRIES):
-                executor = self._executor_for(1, timeout)
-                if executor is None:
-                    break
-                future = self._submit(executor, [[data]], max_bytes)
-                if not future:
-                    continue  # the pool broke before it took the mail
-                try:
-                    yield from self._results(executor, future[0], [data], max_bytes, timeout)
-                except _Killed:
-                    continue  # another worker's stuck mail: this one gets a fresh try
-                except TimeoutError:
-                    self._kill(executor)
-                    log.warning("parser stuck on a mail; storing it unparsed")
-                    yield Parsed(
-                        None, f"parsing took longer than {timeout:g} s; stored without parsing"
-                    )
+    def _one(self, data: bytes, max_bytes: int, timeout: float | None) -> Parsed:
+        """One mail in a pool of its own turn, under the limit: finds the one stuck."""
+        for _ in range(KILLED_RETRIES):
+            executor = self._executor_for(1, timeout)
+            if executor is None:  # closed, or a fresh process would not start
                 break
-            else:
-                yield parse_for_intake(data, max_bytes)
+            future = self._submit(executor, [[data]], max_bytes)
+            if not future:
+                continue  # the pool broke before it took the mail
+            try:
+                (parsed,) = self._results(executor, future[0], [data], max_bytes, timeout)
+            except _Killed:
+                continue  # another worker's stuck mail: this one gets a fresh try
+            except TimeoutError:
+                self._kill(executor)
+                log.warning("parser stuck on a mail; storing it unparsed")
+                return Parsed(
+                    None, f"parsing took longer than {timeout:g} s; stored without parsing"
+                )
+            return parsed
+        return parse_for_intake(data, max_bytes)
 
     def _executor_for(self, n: int, timeout: float | None) -> ProcessPoolExecutor | None:
         """The running pool, started if need be; None: parse `n` mails in this thread."""
@@ -180,14 +177,12 @@ class ParsePool:
                 self._executor = executor
             return self._executor
 
-    def _discard(self, executor: ProcessPoolExecutor | None) -> None:
+    def _discard(self, executor: ProcessPoolExecutor) -> None:
         """Drop a broken pool; the next batch that needs one starts a fresh one."""
         with self._lock:
-            broken = executor or self._executor
-            if broken is not None and broken is self._executor:
+            if executor is self._executor:
                 self._executor = None
-        if broken is not None:
-            broken.shutdown(wait=False, cancel_futures=True)
+        executor.shutdown(wait=False, cancel_futures=True)
 
     def _kill(self, executor: ProcessPoolExecutor) -> None:
         """Stop a parser stuck on a mail (shutdown would wait for it) and drop its pool.
