@@ -78,11 +78,10 @@ def write_back(session: Session, obj: SQLModel) -> None:
     values = state.dict
     unchanged = state.unmodified
     changed = tuple(sorted(p.key for p in state.mapper.column_attrs if p.key not in unchanged))
-    if not changed:
-        return
-    update_by_id(type(obj), changed).rows(
-        session, {"_id": state.key[1][0], **{k: values.get(k) for k in changed}}
-    )
+    if changed:
+        update_by_id(type(obj), changed).rows(
+            session, {"_id": state.key[1][0], **{k: values.get(k) for k in changed}}
+        )
     # What a flush does to a written instance, so the session no longer counts it dirty:
     # an unchanged but "modified" instance still costs a unit of work at the next flush.
     state._commit_all(values, session.identity_map)
