@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import signal
+import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from imapclient import IMAPClient
 from servers import Database, Dovecot
 from sqlalchemy import func
 from sqlmodel import Session, select
@@ -22,6 +25,8 @@ from support import (
     write_config,
 )
 
+from inboxd.config import load_settings
+from inboxd.daemon import open_runtime
 from inboxd.mail.parsepool import ParsePool
 from inboxd.models import Delivery, MailboxState, Message, Ticket
 
@@ -186,6 +191,46 @@ def test_dovecot_restart_while_idling_then_mail_arrives(
     status = cli_json(config, "status")
     box_status = status["mailboxes"][0]
     assert box_status["last_error"] is None  # cleared by the next good sync
+
+
+def test_a_connection_lost_during_a_fetch_keeps_every_batch_fetched_before_it(
+    tmp_path: Path, sqlite_database: Database, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker fetches a batch ahead of the one it stores: when the connection breaks
+    on that FETCH, the batch already in hand is still committed, and the next sync takes
+    up exactly where the cursor stands."""
+    box = new_box(dovecot, "support")
+    bulk_append(dovecot, box.user or "", [make_mail(subject=f"mail {i}") for i in range(15)])
+    config = config_for(tmp_path, sqlite_database, dovecot, box)
+    text = config.read_text().replace("idle = true", "idle = true, batch_size = 5")
+    config.write_text(text)
+    runtime = open_runtime(load_settings(config))
+    try:
+        (worker,) = runtime.workers(threading.Event(), lambda: None)
+        real_fetch = IMAPClient.fetch
+        fetches: list[int] = []
+
+        def fetch_then_lose_the_line(client: IMAPClient, *args: object, **kw: object) -> object:
+            fetches.append(1)
+            if len(fetches) == 2:  # the connection drops under the second batch's FETCH
+                client.socket().shutdown(socket.SHUT_RDWR)
+            return real_fetch(client, *args, **kw)
+
+        monkeypatch.setattr(IMAPClient, "fetch", fetch_then_lose_the_line)
+        assert worker.run_once() is None  # failed, and recorded
+        assert count(sqlite_database, Message) == 5
+        with Session(sqlite_database.engine) as s:
+            state = s.get(MailboxState, "support")
+            assert state is not None and state.last_uid == 5 and state.last_error
+
+        monkeypatch.setattr(IMAPClient, "fetch", real_fetch)
+        assert worker.run_once() == 10
+    finally:
+        runtime.close()
+    assert count(sqlite_database, Message) == 15 and count(sqlite_database, Delivery) == 15
+    with Session(sqlite_database.engine) as s:
+        subjects = s.exec(select(Message.subject).where(Message.direction == "in")).all()
+    assert sorted(subjects) == sorted(f"mail {i}" for i in range(15))
 
 
 def _error_seen(db: Database, name: str) -> bool:

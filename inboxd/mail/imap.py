@@ -43,6 +43,7 @@ SEARCH_WINDOW = 10_000  # UIDs per SEARCH: no whole-mailbox lists in memory
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 AUTH_BACKOFF_ATTEMPT = 6  # a server that refuses the login is not hammered
+PREFETCH_MAX_BYTES = 32 * 1024 * 1024  # a bigger batch in hand is stored before the next FETCH
 LEASE_RETRY_S = 3.0  # a standby daemon takes a dead owner's mailbox within seconds
 
 
@@ -111,6 +112,17 @@ def _close(client: IMAPClient) -> None:
             client.shutdown()
         except Exception:  # noqa: BLE001
             pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """A batch fetched from the server, its parse under way, not yet stored."""
+
+    first: int  # the batch's UIDs, whether or not the server still had them
+    last: int
+    bodies: list[tuple[int, bytes]]
+    parses: Iterator[Parsed]
+    size: int  # bytes held
 
 
 class MailboxWorker:
@@ -269,16 +281,41 @@ class MailboxWorker:
         stored = 0
         last = cur.last_uid
         self._dispose_leftovers(client, last)
-        for uids in self._new_uids(client, last, uidnext):
-            for batch in _chunks(uids, self.imap.batch_size):
-                if self.ctx.halt.is_set():
-                    return stored
-                stored += self._fetch_and_store(client, uidvalidity, batch)
+        # One batch ahead: the next batch is fetched and handed to the parser before the
+        # one in hand is stored. Only a committed batch moves the cursor; a fetched one
+        # that is never stored is fetched again by the next sync.
+        in_hand: _Fetched | None = None
+        batches = self._fetch_batches(client, last, uidnext)
+        while True:
+            if in_hand is not None and in_hand.size > PREFETCH_MAX_BYTES:
+                stored += self._store(client, uidvalidity, in_hand)
+                in_hand = None
+            try:
+                fetched = next(batches, None)  # SEARCH and FETCH
+            except Exception:
+                if in_hand is not None:  # the connection broke: keep what is in hand
+                    stored += self._store(None, uidvalidity, in_hand)
+                raise
+            if in_hand is not None:  # on shutdown too: the batch in hand is committed
+                stored += self._store(client, uidvalidity, in_hand)
+            if fetched is None:
+                break
+            in_hand = fetched
+        if self.ctx.halt.is_set():
+            return stored
         with session_scope(self.ctx.engine) as s:
             mailboxes.record_sync(
                 s, self.mb.name, at=self.ctx.clock(), pending=0, owner=self.ctx.owner
             )
         return stored
+
+    def _fetch_batches(self, client: IMAPClient, last: int, uidnext: int) -> Iterator[_Fetched]:
+        """Every batch above `last`, fetched, until there are no more or shutdown."""
+        for uids in self._new_uids(client, last, uidnext):
+            for batch in _chunks(uids, self.imap.batch_size):
+                if self.ctx.halt.is_set():
+                    return
+                yield self._fetch(client, batch)
 
     def _new_uids(self, client: IMAPClient, last: int, uidnext: int) -> Iterator[list[int]]:
         """UIDs above `last`, a window at a time, then whatever arrived meanwhile."""
@@ -299,7 +336,8 @@ class MailboxWorker:
             yield found
             last = found[-1]
 
-    def _fetch_and_store(self, client: IMAPClient, uidvalidity: int, batch: Sequence[int]) -> int:
+    def _fetch(self, client: IMAPClient, batch: Sequence[int]) -> _Fetched:
+        """FETCH the batch's bodies and start their parse (in the parser process)."""
         fetched = client.fetch(list(batch), ["BODY.PEEK[]"])
         bodies: list[tuple[int, bytes]] = []
         for uid in batch:
@@ -308,23 +346,30 @@ class MailboxWorker:
             if isinstance(data, bytes):
                 bodies.append((uid, data))
         # A UID the FETCH did not answer for was expunged meanwhile: the cursor passes it.
-        top = batch[-1]
+        cfg = self.ctx.intake_config()
+        parses = self._parses(cfg, [data for _, data in bodies])
+        return _Fetched(batch[0], batch[-1], bodies, parses, sum(len(d) for _, d in bodies))
+
+    def _store(self, client: IMAPClient | None, uidvalidity: int, batch: _Fetched) -> int:
+        """Commit a fetched batch with the cursor; then dispose of the server copies
+        (unless `client` is None: a broken connection, `_dispose_leftovers` finishes)."""
+        bodies = batch.bodies
         with session_scope(self.ctx.engine) as s:
-            tries = mailboxes.mark_inflight(s, self.mb.name, batch[0])
+            tries = mailboxes.mark_inflight(s, self.mb.name, batch.first)
         cfg = self.ctx.intake_config()
         stored = 0
         if tries == 0:
-            parses = self._parses(cfg, [data for _, data in bodies])
             with session_scope(self.ctx.engine) as s:
-                for (uid, data), parsed in zip(bodies, parses, strict=True):
+                for (uid, data), parsed in zip(bodies, batch.parses, strict=True):
                     r = self._receive(s, cfg, data, uidvalidity, uid, parsed=parsed)
                     stored += r.outcome != "duplicate"
-                mailboxes.advance(s, self.mb.name, uidvalidity=uidvalidity, uid=top)
+                mailboxes.advance(s, self.mb.name, uidvalidity=uidvalidity, uid=batch.last)
         else:
             # An earlier attempt at this batch died with the process: go one mail per
             # transaction, counting attempts, so a mail that kills us is found and set aside.
             log.warning(
-                "recovering batch", extra={"mailbox": self.mb.name, "uid": batch[0], "tries": tries}
+                "recovering batch",
+                extra={"mailbox": self.mb.name, "uid": batch.first, "tries": tries},
             )
             for i, (uid, data) in enumerate(bodies):
                 if i > 0:
@@ -339,9 +384,10 @@ class MailboxWorker:
                     stored += r.outcome != "duplicate"
                     mailboxes.advance(s, self.mb.name, uidvalidity=uidvalidity, uid=uid)
             with session_scope(self.ctx.engine) as s:
-                mailboxes.advance(s, self.mb.name, uidvalidity=uidvalidity, uid=top)
+                mailboxes.advance(s, self.mb.name, uidvalidity=uidvalidity, uid=batch.last)
         # Committed: only now touch the server copies.
-        self._dispose(client, [uid for uid, _ in bodies])
+        if client is not None:
+            self._dispose(client, [uid for uid, _ in bodies])
         self.ctx.nudge()
         return stored
 

@@ -4,6 +4,8 @@ Intake spends about a fifth of each mail in mail-parser and a good half in datab
 statements, one after the other on one core. A mailbox worker with a fetched batch hands
 the raw mails to this pool in a few chunks and then stores them in order, each as soon
 as its parse is back: the second core parses mail n+1.. while the first stores mail n.
+The worker fetches and hands over the next batch before it stores the current one, so
+the parser is a batch ahead and storing never waits for it.
 
 The pool is also the daemon's guard against a mail the parser gets stuck on: a parse
 that outlasts `[inboxd] parse_timeout` is killed with its process, and that mail is
@@ -67,20 +69,29 @@ class ParsePool:
     ) -> Iterator[Parsed]:
         """The parse of each mail, in order; parsed ahead in the pool when it is worth it.
 
+        The mails are handed to the pool at once, before the first parse is asked for:
+        a worker starts the next batch's parse, then stores the current one.
         A chunk not back within `timeout` seconds of being awaited holds a mail the parser
         is stuck on: the process is killed and the chunk's mails parsed one at a time in
         a fresh one, each with the same limit; a mail that runs out of it comes back as
         unparsed, with the reason, to be quarantined. The rest of the batch goes on.
         """
-        if not datas:
-            return
-        executor = self._executor_for(len(datas), timeout)
+        executor = self._executor_for(len(datas), timeout) if datas else None
         if executor is None:
-            yield from (parse_for_intake(d, max_bytes) for d in datas)
-            return
+            return (parse_for_intake(d, max_bytes) for d in datas)
         head = datas[:FIRST_CHUNK]
         chunks = [head, *(datas[i : i + CHUNK] for i in range(len(head), len(datas), CHUNK))]
         futures = self._submit(executor, chunks, max_bytes)
+        return self._collect(executor, chunks, futures, max_bytes, timeout)
+
+    def _collect(
+        self,
+        executor: ProcessPoolExecutor,
+        chunks: list[Sequence[bytes]],
+        futures: list[Future[list[Parsed]]],
+        max_bytes: int,
+        timeout: float | None,
+    ) -> Iterator[Parsed]:
         for k, chunk in enumerate(chunks):
             future = futures[k] if k < len(futures) else None
             try:
@@ -90,7 +101,7 @@ class ParsePool:
                     log.warning("parser stuck on a chunk; parsing its mails one at a time")
                     self._kill(executor)
                 yield from (self._one(data, max_bytes, timeout) for data in chunk)
-                fresh = self._executor_for(len(datas), timeout)
+                fresh = self._executor_for(sum(map(len, chunks)), timeout)
                 if fresh is not None:
                     executor = fresh
                     futures[k + 1 :] = self._submit(executor, chunks[k + 1 :], max_bytes)
