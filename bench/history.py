@@ -886,8 +886,8 @@ def settle(db: Path, now: datetime) -> None:
     engine = make_engine(f"sqlite:///{db}", pooled=False)
     try:
         started = time.perf_counter()
-        if searchindex.optimize_if_due(engine, now):
-            print(f"  {db.name}: full-text index merged in {time.perf_counter() - started:.1f} s")
+        searchindex.optimize(engine, now)
+        print(f"  {db.name}: full-text index merged in {time.perf_counter() - started:.1f} s")
     finally:
         engine.dispose()
 

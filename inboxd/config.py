@@ -758,6 +758,8 @@ class General(BaseModel):
     # A mail whose parse takes longer is quarantined, so it cannot hold up its mailbox.
     parse_timeout: Duration = timedelta(seconds=60)
     sweep_interval: Duration = timedelta(seconds=10)
+    # SQLite: the daily full-text index merge (writers wait for it) runs in this local hour.
+    search_merge_hour: Annotated[StrictInt, Field(ge=0, le=23), Expect("an hour 0-23")] = 3
     auto_resolve_pending: Duration = timedelta(days=7)
     sender_blocklist: tuple[Annotated[str, BeforeValidator(_sender_pattern)], ...] = ()
     admins: tuple[Address, ...] = ()

@@ -218,7 +218,15 @@ def scheduled_jobs(runtime: Runtime) -> list[tuple[str, Callable[[], object]]]:
     return [
         ("sla-sweep", lambda: sla.run_sweep(engine, settings, runtime.clock())),
         ("retention-purge", lambda: privacy.run_purge(engine, settings, runtime.clock())),
-        ("search-index", lambda: searchindex.optimize_if_due(engine, runtime.clock())),
+        (
+            "search-index",
+            lambda: searchindex.optimize_if_due(
+                engine,
+                runtime.clock(),
+                zone=settings.inboxd.zone,
+                hour=settings.inboxd.search_merge_hour,
+            ),
+        ),
         (
             "mailbox-alerts",
             lambda: alerts.run_check(
@@ -255,7 +263,7 @@ def _start_scheduler(runtime: Runtime, nudge: Callable[[], None]) -> Any:
     intervals = {
         "sla-sweep": runtime.settings.inboxd.sweep_interval.total_seconds(),
         "retention-purge": PURGE_EVERY_S,
-        "search-index": PURGE_EVERY_S,  # checks hourly, merges daily
+        "search-index": PURGE_EVERY_S,  # checks hourly, merges in the quiet hour
         "mailbox-alerts": runtime.settings.inboxd.sweep_interval.total_seconds(),
     }
     for name, job in scheduled_jobs(runtime):

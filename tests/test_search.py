@@ -424,22 +424,35 @@ def test_cli_search(database: Database, tmp_path: Path, tickets: dict[str, int])
     assert bad.returncode == 2 and "limit 0 out of range" in bad.stderr.decode()
 
 
-def test_the_daily_index_merge_keeps_every_hit(engine: Engine, tickets: dict[str, int]) -> None:
-    """SQLite merges its full-text index once a day (PostgreSQL has nothing to do):
-    the same tickets match before and after, and mail stored afterwards is found too."""
+def test_the_daily_index_merge_runs_at_night_and_keeps_every_hit(
+    engine: Engine, tickets: dict[str, int]
+) -> None:
+    """SQLite merges its full-text index once a day, in the quiet hour of inboxd's time
+    zone (writers wait for it); PostgreSQL has nothing to do. The same tickets match
+    before and after, and mail stored afterwards is found too."""
     from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
 
     from inboxd.tickets import searchindex
 
     queries = ["refund", '"error 500"', "invoice or password", "login -refund", "pass*"]
     before = {q: ids(engine, q, ANY) for q in queries}
     assert before["refund"] and before["pass*"] == [tickets["password"]]
-    day = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
     sqlite = engine.dialect.name == "sqlite"
-    assert searchindex.optimize_if_due(engine, day) is sqlite
-    assert searchindex.optimize_if_due(engine, day + timedelta(hours=23)) is False
+    oslo = ZoneInfo("Europe/Oslo")  # UTC+1 in November
+
+    def merged(at: datetime) -> bool:
+        return searchindex.optimize_if_due(engine, at, zone=oslo, hour=3)
+
+    night = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 03:00 in Oslo
+    assert merged(night) is False  # the first check starts the clock
+    assert merged(night + timedelta(hours=24)) is sqlite  # the next quiet hour
+    assert merged(night + timedelta(hours=24, minutes=59)) is False  # once per night
+    assert merged(night + timedelta(hours=25)) is False  # 04:00: not quiet
     assert {q: ids(engine, q, ANY) for q in queries} == before
     late = receive(engine, subject="Refund again", body="smoke from the fuser")
-    assert searchindex.optimize_if_due(engine, day + timedelta(hours=24)) is sqlite
+    # A daemon that is never up at 03:00 still merges, once the last merge is two days old.
+    assert merged(night + timedelta(hours=24 + 47)) is False  # 02:00
+    assert merged(night + timedelta(hours=24 + 49)) is sqlite  # 04:00, but overdue
     assert ids(engine, "fuser smoke", ANY) == [late.ticket_id]
     assert set(ids(engine, "refund", ANY)) == {late.ticket_id, *before["refund"]}

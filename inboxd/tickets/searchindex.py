@@ -5,8 +5,9 @@ they pile up (`automerge`), inside the writing transaction. On a large index tha
 incremental merging is the dearest part of storing a mail: with a million messages it
 made the message INSERT three times dearer than on a small database (bench/history.py).
 Once a day the daemon merges the whole index into one segment (FTS5 `optimize`, a few
-seconds for a million messages, during which writers wait); afterwards new mail merges
-only into the day's small segments, and searches read fewer segments too.
+seconds for a million messages, during which writers wait), in a quiet hour of the night
+(`[inboxd] search_merge_hour`); afterwards new mail merges only into the day's small
+segments, and searches read fewer segments too.
 
 PostgreSQL's GIN index needs nothing of the kind (autovacuum keeps it).
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
 
 from inboxd.db import session_scope, upsert
@@ -23,32 +24,57 @@ from inboxd.models import Setting
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from sqlmodel import Session
 
 log = logging.getLogger("inboxd.searchindex")
 
-OPTIMIZE_EVERY = timedelta(hours=24)
+MIN_GAP = timedelta(hours=20)  # one merge per quiet hour, whatever the check's schedule
+OVERDUE = timedelta(hours=48)  # a daemon never running at the quiet hour still merges
 _LAST_OPTIMIZED = "search-index-optimized-at"
 
 
-def optimize_if_due(engine: Engine, now: datetime, *, every: timedelta = OPTIMIZE_EVERY) -> bool:
-    """Merge the SQLite full-text index when the last merge is `every` old (or never ran).
+def optimize_if_due(engine: Engine, now: datetime, *, zone: tzinfo = UTC, hour: int = 3) -> bool:
+    """Merge the SQLite full-text index once a day, in the quiet `hour` (local to `zone`).
 
-    True when it merged. The check and the merge share one write transaction, so two
-    processes (a daemon and a `run --once`) never both merge.
+    Writers wait while it runs (seconds on a large index), so it waits for the night:
+    it merges when the local clock shows `hour` and the last merge is `MIN_GAP` old,
+    or at any hour once the last merge is `OVERDUE`. The first check on a database
+    only starts the clock. True when it merged. The check and the merge share one
+    write transaction, so two processes (a daemon and a `run --once`) never both merge.
     """
     if engine.dialect.name != "sqlite":
         return False
-    from sqlalchemy import text
-
     started = time.perf_counter()
     with session_scope(engine) as s:
         row = s.get(Setting, _LAST_OPTIMIZED)
-        if row is not None and now - datetime.fromisoformat(row.value) < every:
+        if row is None:
+            _record(s, now)
             return False
-        s.execute(text("INSERT INTO message_fts(message_fts) VALUES ('optimize')"))
-        stmt = upsert("sqlite", Setting).values(key=_LAST_OPTIMIZED, value=now.isoformat())
-        s.execute(
-            stmt.on_conflict_do_update(index_elements=["key"], set_={"value": now.isoformat()})
-        )
+        since = now - datetime.fromisoformat(row.value)
+        quiet = now.astimezone(zone).hour == hour
+        if not ((quiet and since >= MIN_GAP) or since >= OVERDUE):
+            return False
+        _merge(s, now)
     log.info("search index optimized", extra={"seconds": round(time.perf_counter() - started, 2)})
     return True
+
+
+def optimize(engine: Engine, now: datetime) -> None:
+    """Merge the SQLite full-text index now, whatever the hour (a freshly built history)."""
+    if engine.dialect.name == "sqlite":
+        with session_scope(engine) as s:
+            _merge(s, now)
+
+
+def _merge(session: Session, now: datetime) -> None:
+    from sqlalchemy import text
+
+    session.execute(text("INSERT INTO message_fts(message_fts) VALUES ('optimize')"))
+    _record(session, now)
+
+
+def _record(session: Session, now: datetime) -> None:
+    stmt = upsert("sqlite", Setting).values(key=_LAST_OPTIMIZED, value=now.isoformat())
+    session.execute(
+        stmt.on_conflict_do_update(index_elements=["key"], set_={"value": now.isoformat()})
+    )
