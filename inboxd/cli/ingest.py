@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -14,6 +16,9 @@ from inboxd.db import session_scope
 from inboxd.errors import InboxdError
 from inboxd.mail import sources
 from inboxd.tickets import intake
+
+if TYPE_CHECKING:
+    from inboxd.mail.parse import Parsed
 
 IMPORT_COMMIT_EVERY = 200  # messages per transaction during a backfill
 
@@ -55,15 +60,17 @@ def import_path(settings: Settings, mailbox: str, path: Path, *, progress: bool)
     try:
         with bar:
             task = bar.add_task("import", total=total)
-            batch: list[sources.SourceMail] = []
-            for mail in sources.read(path):
-                batch.append(mail)
-                if len(batch) >= IMPORT_COMMIT_EVERY:
-                    _store(runtime, cfg, mailbox, batch, counts)
-                    bar.advance(task, len(batch))
-                    batch.clear()
-            _store(runtime, cfg, mailbox, batch, counts)
-            bar.advance(task, len(batch))
+            # One batch ahead, as the mailbox worker: the next batch parses meanwhile.
+            in_hand: _Parsing | None = None
+            for batch in _batches(sources.read(path), IMPORT_COMMIT_EVERY):
+                parsing = _parse(runtime, cfg, batch)
+                if in_hand is not None:
+                    _store(runtime, cfg, mailbox, in_hand, counts)
+                    bar.advance(task, len(in_hand.datas))
+                in_hand = parsing
+            if in_hand is not None:
+                _store(runtime, cfg, mailbox, in_hand, counts)
+                bar.advance(task, len(in_hand.datas))
     finally:
         runtime.close()
     return {
@@ -74,19 +81,40 @@ def import_path(settings: Settings, mailbox: str, path: Path, *, progress: bool)
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsing:
+    """A batch read from the files, its parse under way."""
+
+    datas: list[bytes]
+    parses: Iterator[Parsed]
+
+
+def _batches(mails: Iterable[sources.SourceMail], size: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for mail in mails:
+        batch.append(mail.data)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _parse(runtime: Runtime, cfg: intake.IntakeConfig, datas: list[bytes]) -> _Parsing:
+    from inboxd.mail.parsepool import parse_all
+
+    pool = runtime.parse_pool
+    return _Parsing(datas, parse_all(pool, datas, cfg.max_message_bytes, cfg.parse_timeout))
+
+
 def _store(
     runtime: Runtime,
     cfg: intake.IntakeConfig,
     mailbox: str,
-    batch: list[sources.SourceMail],
+    batch: _Parsing,
     counts: Counter[str],
 ) -> None:
-    from inboxd.mail.parsepool import parse_all
-
-    if not batch:
-        return
-    datas = [mail.data for mail in batch]
-    parses = parse_all(runtime.parse_pool, datas, cfg.max_message_bytes, cfg.parse_timeout)
+    datas, parses = batch.datas, batch.parses
     with session_scope(runtime.engine) as s:
         for data, parsed in zip(datas, parses, strict=True):
             r = intake.receive(s, cfg, mailbox=mailbox, data=data, source="import", parsed=parsed)
