@@ -264,7 +264,12 @@ def main() -> None:
     )
     ap.add_argument("--messages", type=int, default=10_000)
     ap.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    ap.add_argument("--rounds", type=int, default=3, help="(a)+(b) pairs, in alternating order")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="(a)+(b) pairs, in alternating order (0: latency only)",
+    )
     ap.add_argument(
         "--latency", type=int, default=200, help="probes for the IDLE latency (0: skip)"
     )
@@ -322,10 +327,11 @@ def main() -> None:
                 f"(+ parser process {result['parser_mb']:.0f} MB)"
             )
             print(f"  ratio b/a = {rate / base_rate:.2f}")
-        print(
-            f"ratio b/a, median of {len(ratios)} = {statistics.median(ratios):.2f}  "
-            f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)}; target >= 0.5)"
-        )
+        if ratios:
+            print(
+                f"ratio b/a, median of {len(ratios)} = {statistics.median(ratios):.2f}  "
+                f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)}; target >= 0.5)"
+            )
 
         if args.latency:
             bare = idle_alone(dovecot, dovecot.new_user()[0], args.latency)

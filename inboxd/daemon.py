@@ -301,6 +301,8 @@ def serve(settings: Settings) -> None:
     runtime = open_runtime(settings)
     runtime.checkpoint_in_background()
     runtime.parse_ahead()
+    if runtime.parse_pool is not None:
+        runtime.parse_pool.start_in_background()
     with daemon_lock(runtime.engine):
         asyncio.run(_serve(runtime))
     runtime.close()

@@ -61,6 +61,23 @@ def test_a_small_batch_parses_in_the_worker(pool: ParsePool) -> None:
     assert pool.pids() == []  # never started
 
 
+def test_a_pool_started_in_the_background_serves_the_first_batch(pool: ParsePool) -> None:
+    """`inboxd run` spawns the parser at start, so its first mail does not wait for it."""
+    pool.start_in_background()
+    deadline = time.monotonic() + 30
+    while not pool.pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = pool.pids()
+    assert started, "the parser process started before any mail"
+    mails = [make_mail(subject=f"Mail {i}") for i in range(3)]
+    assert [p.mail.subject for p in pool.parses(mails, LIMIT, timeout=5.0) if p.mail] == [
+        "Mail 0",
+        "Mail 1",
+        "Mail 2",
+    ]
+    assert pool.pids() == started  # the same process: no second spawn
+
+
 def test_a_mail_that_outlasts_the_time_limit_is_stored_unparsed(pool: ParsePool) -> None:
     mails = [make_mail(subject=f"Mail {i}") for i in range(20)]
     mails.insert(12, slow_mail())

@@ -12,7 +12,8 @@ that outlasts `[inboxd] parse_timeout` is killed with its process, and that mail
 stored unparsed and quarantined instead of holding up its mailbox. So with a time limit
 every batch parses here, even a single IDLE mail (a round trip costs about a
 millisecond); without one, batches under `POOL_MIN_BATCH` parse in the caller's thread.
-The pool starts on first use, so `run --once` over a quiet mailbox never spawns it.
+The pool starts on first use, so `run --once` over a quiet mailbox never spawns it;
+`inboxd run` starts it at once, so its first mail does not wait for the spawn.
 When the process dies, its chunk parses in-process as before, where the poison-mail
 guard (`mailboxes.POISON_LIMIT`) deals with a mail that kills parsers.
 """
@@ -165,6 +166,13 @@ class ParsePool:
                 )
             return parsed
         return parse_for_intake(data, max_bytes)
+
+    def start_in_background(self) -> None:
+        """Spawn the parser process now, off the caller's thread: the daemon's first
+        fetched mail then does not wait the quarter second a spawn takes."""
+        threading.Thread(
+            target=self._executor_for, args=(1, 1.0), name="parser-start", daemon=True
+        ).start()
 
     def _executor_for(self, n: int, timeout: float | None) -> ProcessPoolExecutor | None:
         """The running pool, started if need be; None: parse `n` mails in this thread."""
