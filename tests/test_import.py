@@ -57,3 +57,16 @@ def test_an_mbox_and_a_maildir_are_imported_once_whatever_the_runs(
         assert s.exec(select(Outbox.id)).all() == []
     assert sorted(subjects) == sorted([f"old {i}" for i in range(n)] + ["newer 1", "newer 2"])
     assert set(deliveries) == {("import", "support")} and len(deliveries) == n + 2
+
+
+def test_a_backfill_of_large_mails_holds_a_bounded_number_of_bytes() -> None:
+    """Batches close at `IMPORT_COMMIT_EVERY` mails or at the byte bound, whichever comes
+    first: two batches of 25 MB mails never hold gigabytes."""
+    from inboxd.cli.ingest import _batches
+    from inboxd.mail.sources import SourceMail
+
+    big = [SourceMail(f"big-{i}", b"x" * 1_000_000) for i in range(10)]
+    sizes = [len(b) for b in _batches(big, IMPORT_COMMIT_EVERY, max_bytes=3_000_000)]
+    assert sizes == [3, 3, 3, 1]
+    small = [SourceMail(f"small-{i}", b"x" * 100) for i in range(5)]
+    assert [len(b) for b in _batches(small, 2, max_bytes=3_000_000)] == [2, 2, 1]

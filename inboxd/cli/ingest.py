@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from inboxd.mail.parse import Parsed
 
 IMPORT_COMMIT_EVERY = 200  # messages per transaction during a backfill
+IMPORT_BATCH_BYTES = 32 * 1024 * 1024  # ... or fewer: two batches in memory stay bounded
 
 
 def deliver_stdin(settings: Settings, mailbox: str, stream: BinaryIO) -> str:
@@ -89,13 +90,18 @@ class _Parsing:
     parses: Iterator[Parsed]
 
 
-def _batches(mails: Iterable[sources.SourceMail], size: int) -> Iterator[list[bytes]]:
+def _batches(
+    mails: Iterable[sources.SourceMail], size: int, max_bytes: int = IMPORT_BATCH_BYTES
+) -> Iterator[list[bytes]]:
+    """`size` mails at a time, fewer when they reach `max_bytes` (large attachments)."""
     batch: list[bytes] = []
+    held = 0
     for mail in mails:
         batch.append(mail.data)
-        if len(batch) >= size:
+        held += len(mail.data)
+        if len(batch) >= size or held >= max_bytes:
             yield batch
-            batch = []
+            batch, held = [], 0
     if batch:
         yield batch
 
