@@ -27,6 +27,7 @@ from support import (
 
 from inboxd.config import load_settings
 from inboxd.daemon import open_runtime
+from inboxd.mail import imap
 from inboxd.mail.parsepool import ParsePool
 from inboxd.models import Delivery, MailboxState, Message, Ticket
 
@@ -210,11 +211,14 @@ def test_a_connection_lost_during_a_fetch_keeps_every_batch_fetched_before_it(
         real_fetch = IMAPClient.fetch
         fetches: list[int] = []
 
-        def fetch_then_lose_the_line(client: IMAPClient, *args: object, **kw: object) -> object:
-            fetches.append(1)
+        def fetch_then_lose_the_line(
+            client: IMAPClient, messages: object, data: list[str]
+        ) -> object:
+            if "BODY.PEEK[]" in data:
+                fetches.append(1)
             if len(fetches) == 2:  # the connection drops under the second batch's FETCH
                 client.socket().shutdown(socket.SHUT_RDWR)
-            return real_fetch(client, *args, **kw)
+            return real_fetch(client, messages, data)
 
         monkeypatch.setattr(IMAPClient, "fetch", fetch_then_lose_the_line)
         assert worker.run_once() is None  # failed, and recorded
@@ -231,6 +235,40 @@ def test_a_connection_lost_during_a_fetch_keeps_every_batch_fetched_before_it(
     with Session(sqlite_database.engine) as s:
         subjects = s.exec(select(Message.subject).where(Message.direction == "in")).all()
     assert sorted(subjects) == sorted(f"mail {i}" for i in range(15))
+
+
+def test_a_folder_of_large_mails_is_fetched_in_batches_bounded_in_bytes(
+    tmp_path: Path, sqlite_database: Database, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch closes at `batch_size` mails or at `BATCH_MAX_BYTES` of mail, so large
+    attachments never fill the daemon's memory; every mail still arrives, once."""
+    box = new_box(dovecot, "support")
+    large = "attached log line\n" * 60_000  # about 1 MB each
+    mails = [make_mail(subject=f"large {i}", body=large) for i in range(5)]
+    mails.insert(2, make_mail(subject="small"))
+    bulk_append(dovecot, box.user or "", mails)
+    config = config_for(tmp_path, sqlite_database, dovecot, box)
+    monkeypatch.setattr(imap, "BATCH_MAX_BYTES", 2_500_000)
+    real_fetch = IMAPClient.fetch
+    batches: list[int] = []
+
+    def counting_fetch(client: IMAPClient, messages: object, data: list[str]) -> object:
+        if "BODY.PEEK[]" in data:
+            batches.append(len(messages))  # type: ignore[arg-type]
+        return real_fetch(client, messages, data)
+
+    monkeypatch.setattr(IMAPClient, "fetch", counting_fetch)
+    runtime = open_runtime(load_settings(config))
+    try:
+        (worker,) = runtime.workers(threading.Event(), lambda: None)
+        assert worker.run_once() == 6
+    finally:
+        runtime.close()
+    # About 1.1 MB each: two large and the small one, two large, the last (batch_size 50).
+    assert batches == [3, 2, 1]
+    with Session(sqlite_database.engine) as s:
+        subjects = s.exec(select(Message.subject).where(Message.direction == "in")).all()
+    assert sorted(subjects) == sorted(["small", *(f"large {i}" for i in range(5))])
 
 
 def _error_seen(db: Database, name: str) -> bool:

@@ -43,7 +43,11 @@ SEARCH_WINDOW = 10_000  # UIDs per SEARCH: no whole-mailbox lists in memory
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 AUTH_BACKOFF_ATTEMPT = 6  # a server that refuses the login is not hammered
-PREFETCH_MAX_BYTES = 32 * 1024 * 1024  # a bigger batch in hand is stored before the next FETCH
+# A batch closes at `batch_size` mails or at this many bytes (RFC822.SIZE), so a folder of
+# large attachments never fills memory; a single larger mail is a batch of its own, stored
+# before the next FETCH.
+BATCH_MAX_BYTES = 32 * 1024 * 1024
+SIZES_PER_FETCH = 1000
 LEASE_RETRY_S = 3.0  # a standby daemon takes a dead owner's mailbox within seconds
 
 
@@ -287,7 +291,7 @@ class MailboxWorker:
         in_hand: _Fetched | None = None
         batches = self._fetch_batches(client, last, uidnext)
         while True:
-            if in_hand is not None and in_hand.size > PREFETCH_MAX_BYTES:
+            if in_hand is not None and in_hand.size > BATCH_MAX_BYTES:
                 stored += self._store(client, uidvalidity, in_hand)
                 in_hand = None
             try:
@@ -312,7 +316,8 @@ class MailboxWorker:
     def _fetch_batches(self, client: IMAPClient, last: int, uidnext: int) -> Iterator[_Fetched]:
         """Every batch above `last`, fetched, until there are no more or shutdown."""
         for uids in self._new_uids(client, last, uidnext):
-            for batch in _chunks(uids, self.imap.batch_size):
+            sizes = _sizes(client, uids)
+            for batch in _batches(uids, sizes, self.imap.batch_size, BATCH_MAX_BYTES):
                 if self.ctx.halt.is_set():
                     return
                 yield self._fetch(client, batch)
@@ -540,6 +545,33 @@ def _buffered(client: IMAPClient) -> bytes:
     finally:
         sock.setblocking(True)
         client._set_read_timeout()
+
+
+def _sizes(client: IMAPClient, uids: Sequence[int]) -> dict[int, int]:
+    """Each message's size (RFC822.SIZE), a thousand UIDs a FETCH: the command line
+    stays well inside servers' limits (Dovecot's is 64 KB)."""
+    sizes: dict[int, int] = {}
+    for part in _chunks(uids, SIZES_PER_FETCH):
+        for uid, item in client.fetch(part, ["RFC822.SIZE"]).items():
+            sizes[uid] = int(item.get(b"RFC822.SIZE") or 0)
+    return sizes
+
+
+def _batches(
+    uids: Sequence[int], sizes: dict[int, int], count: int, max_bytes: int
+) -> Iterator[list[int]]:
+    """`count` UIDs at a time, fewer when their mail reaches `max_bytes`."""
+    batch: list[int] = []
+    held = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if batch and (len(batch) >= count or held + size > max_bytes):
+            yield batch
+            batch, held = [], 0
+        batch.append(uid)
+        held += size
+    if batch:
+        yield batch
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
