@@ -62,11 +62,13 @@ def test_an_mbox_and_a_maildir_are_imported_once_whatever_the_runs(
 def test_a_backfill_of_large_mails_holds_a_bounded_number_of_bytes() -> None:
     """Batches close at `IMPORT_COMMIT_EVERY` mails or at the byte bound, whichever comes
     first: two batches of 25 MB mails never hold gigabytes."""
-    from inboxd.cli.ingest import _batches
-    from inboxd.mail.sources import SourceMail
+    from inboxd.mail.sources import SourceMail, batched
+
+    def sizes(mails: list[SourceMail], count: int) -> list[int]:
+        found = batched(mails, count=count, max_bytes=3_000_000, size=lambda m: len(m.data))
+        return [len(b) for b in found]
 
     big = [SourceMail(f"big-{i}", b"x" * 1_000_000) for i in range(10)]
-    sizes = [len(b) for b in _batches(big, IMPORT_COMMIT_EVERY, max_bytes=3_000_000)]
-    assert sizes == [3, 3, 3, 1]
+    assert sizes(big, IMPORT_COMMIT_EVERY) == [3, 3, 3, 1]
     small = [SourceMail(f"small-{i}", b"x" * 100) for i in range(5)]
-    assert [len(b) for b in _batches(small, 2, max_bytes=3_000_000)] == [2, 2, 1]
+    assert sizes(small, 2) == [2, 2, 1]

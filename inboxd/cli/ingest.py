@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -63,8 +63,13 @@ def import_path(settings: Settings, mailbox: str, path: Path, *, progress: bool)
             task = bar.add_task("import", total=total)
             # One batch ahead, as the mailbox worker: the next batch parses meanwhile.
             in_hand: _Parsing | None = None
-            for batch in _batches(sources.read(path), IMPORT_COMMIT_EVERY):
-                parsing = _parse(runtime, cfg, batch)
+            for batch in sources.batched(
+                sources.read(path),
+                count=IMPORT_COMMIT_EVERY,
+                max_bytes=IMPORT_BATCH_BYTES,
+                size=lambda mail: len(mail.data),
+            ):
+                parsing = _parse(runtime, cfg, [mail.data for mail in batch])
                 if in_hand is not None:
                     _store(runtime, cfg, mailbox, in_hand, counts)
                     bar.advance(task, len(in_hand.datas))
@@ -88,22 +93,6 @@ class _Parsing:
 
     datas: list[bytes]
     parses: Iterator[Parsed]
-
-
-def _batches(
-    mails: Iterable[sources.SourceMail], size: int, max_bytes: int = IMPORT_BATCH_BYTES
-) -> Iterator[list[bytes]]:
-    """`size` mails at a time, fewer when they reach `max_bytes` (large attachments)."""
-    batch: list[bytes] = []
-    held = 0
-    for mail in mails:
-        batch.append(mail.data)
-        held += len(mail.data)
-        if len(batch) >= size or held >= max_bytes:
-            yield batch
-            batch, held = [], 0
-    if batch:
-        yield batch
 
 
 def _parse(runtime: Runtime, cfg: intake.IntakeConfig, datas: list[bytes]) -> _Parsing:

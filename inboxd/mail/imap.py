@@ -13,6 +13,7 @@ import random
 import ssl
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from inboxd.db import session_scope
 from inboxd.errors import ConfigError
 from inboxd.leases import MailboxLease
 from inboxd.mail.parse import Parsed
+from inboxd.mail.sources import batched
 from inboxd.tickets import intake, mailboxes
 
 if TYPE_CHECKING:
@@ -317,7 +319,12 @@ class MailboxWorker:
         """Every batch above `last`, fetched, until there are no more or shutdown."""
         for uids in self._new_uids(client, last, uidnext):
             sizes = _sizes(client, uids)
-            for batch in _batches(uids, sizes, self.imap.batch_size, BATCH_MAX_BYTES):
+            for batch in batched(
+                uids,
+                count=self.imap.batch_size,
+                max_bytes=BATCH_MAX_BYTES,
+                size=sizes.__getitem__,
+            ):
                 if self.ctx.halt.is_set():
                     return
                 yield self._fetch(client, batch)
@@ -547,31 +554,14 @@ def _buffered(client: IMAPClient) -> bytes:
         client._set_read_timeout()
 
 
-def _sizes(client: IMAPClient, uids: Sequence[int]) -> dict[int, int]:
-    """Each message's size (RFC822.SIZE), a thousand UIDs a FETCH: the command line
-    stays well inside servers' limits (Dovecot's is 64 KB)."""
-    sizes: dict[int, int] = {}
+def _sizes(client: IMAPClient, uids: Sequence[int]) -> defaultdict[int, int]:
+    """Each message's size (RFC822.SIZE; 0 for one expunged meanwhile), a thousand UIDs a
+    FETCH: the command line stays well inside servers' limits (Dovecot's is 64 KB)."""
+    sizes: defaultdict[int, int] = defaultdict(int)
     for part in _chunks(uids, SIZES_PER_FETCH):
         for uid, item in client.fetch(part, ["RFC822.SIZE"]).items():
             sizes[uid] = int(item.get(b"RFC822.SIZE") or 0)
     return sizes
-
-
-def _batches(
-    uids: Sequence[int], sizes: dict[int, int], count: int, max_bytes: int
-) -> Iterator[list[int]]:
-    """`count` UIDs at a time, fewer when their mail reaches `max_bytes`."""
-    batch: list[int] = []
-    held = 0
-    for uid in uids:
-        size = sizes.get(uid, 0)
-        if batch and (len(batch) >= count or held + size > max_bytes):
-            yield batch
-            batch, held = [], 0
-        batch.append(uid)
-        held += size
-    if batch:
-        yield batch
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:

@@ -1,17 +1,38 @@
 """Mail that does not come over IMAP: the MTA pipe (stdin), mbox files, Maildirs, .eml folders.
 
-Readers yield one message's bytes at a time, so a large backfill never sits in memory.
+Readers yield one message's bytes at a time, so a large backfill never sits in memory;
+`batched` bounds what a backfill, or the IMAP worker, holds at once.
 """
 
 from __future__ import annotations
 
 import mailbox
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from inboxd.errors import InboxdError
+
+T = TypeVar("T")
+
+
+def batched(
+    items: Iterable[T], *, count: int, max_bytes: int, size: Callable[[T], int]
+) -> Iterator[list[T]]:
+    """`count` items at a time, fewer when their `size` would pass `max_bytes`; a larger
+    item is a batch of its own. Mail of large attachments then never fills memory."""
+    batch: list[T] = []
+    held = 0
+    for item in items:
+        n = size(item)
+        if batch and (len(batch) >= count or held + n > max_bytes):
+            yield batch
+            batch, held = [], 0
+        batch.append(item)
+        held += n
+    if batch:
+        yield batch
 
 
 @dataclass(frozen=True, slots=True)
