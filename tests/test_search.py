@@ -456,3 +456,57 @@ def test_the_daily_index_merge_runs_at_night_and_keeps_every_hit(
     assert merged(night + timedelta(hours=24 + 49)) is sqlite  # 04:00, but overdue
     assert ids(engine, "fuser smoke", ANY) == [late.ticket_id]
     assert set(ids(engine, "refund", ANY)) == {late.ticket_id, *before["refund"]}
+
+
+def test_a_batch_is_indexed_when_it_ends_as_its_mail_then_is(
+    engine: Engine, tickets: dict[str, int]
+) -> None:
+    """A mailbox worker's batch (`searchindex.deferred`): the mail it stores is found once
+    the batch ends, as edited or deleted within it, and older mail edited in it too."""
+    from inboxd.tickets import searchindex
+
+    with session_scope(engine) as s, searchindex.deferred(s):
+        kept = intake.receive(
+            s, CFG, mailbox="support", data=make_mail(subject="Toner empty", body="cyan")
+        )
+        edited = intake.receive(
+            s, CFG, mailbox="support", data=make_mail(subject="Scanner jam", body="magenta")
+        )
+        gone = intake.receive(
+            s, CFG, mailbox="support", data=make_mail(subject="Fax noise", body="yellow")
+        )
+        s.flush()
+        new_msg = s.get(Message, edited.message_pk)
+        old_msg = s.exec(select(Message).where(Message.ticket_id == tickets["password"])).one()
+        assert new_msg is not None
+        new_msg.text = "black, after a reparse"
+        old_msg.text = "The reset link now works, thanks."
+        s.delete(s.get(Message, gone.message_pk))
+    assert ids(engine, "cyan") == [kept.ticket_id]
+    assert ids(engine, "magenta") == [] and ids(engine, "black reparse") == [edited.ticket_id]
+    assert ids(engine, "yellow", ANY) == [] and ids(engine, "fax", ANY) == []
+    assert ids(engine, "forgot password") == [] and ids(engine, "reset link") == [
+        tickets["password"]
+    ]
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            assert conn.execute(sqlalchemy.text("SELECT count(*) FROM fts_deferred")).scalar() == 0
+            conn.execute(
+                sqlalchemy.text("INSERT INTO message_fts(message_fts) VALUES ('integrity-check')")
+            )
+
+
+def test_a_deferral_mark_left_behind_is_taken_over(sqlite_database: Database) -> None:
+    """Should a mark ever be committed, mail stored under it is indexed by the next batch."""
+    from inboxd.tickets import searchindex
+
+    engine = sqlite_database.engine
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("INSERT INTO fts_deferred (above) VALUES (0)"))
+    lost = receive(engine, subject="Stapler missing", body="somebody took it")
+    assert ids(engine, "stapler") == []
+    with session_scope(engine) as s, searchindex.deferred(s):
+        pass
+    assert ids(engine, "stapler") == [lost.ticket_id]
+    assert ids(engine, "refund") == [] and receive(engine, subject="refund").ticket_id
+    assert len(ids(engine, "refund")) == 1  # marks are gone: the triggers index again

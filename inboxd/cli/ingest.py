@@ -15,7 +15,7 @@ from inboxd.daemon import Runtime, open_runtime
 from inboxd.db import session_scope
 from inboxd.errors import InboxdError
 from inboxd.mail import sources
-from inboxd.tickets import intake
+from inboxd.tickets import intake, searchindex
 
 if TYPE_CHECKING:
     from inboxd.mail.parse import Parsed
@@ -110,7 +110,7 @@ def _store(
     counts: Counter[str],
 ) -> None:
     datas, parses = batch.datas, batch.parses
-    with session_scope(runtime.engine) as s:
+    with session_scope(runtime.engine) as s, searchindex.deferred(s):
         for data, parsed in zip(datas, parses, strict=True):
             r = intake.receive(s, cfg, mailbox=mailbox, data=data, source="import", parsed=parsed)
             counts[r.outcome] += 1

@@ -30,7 +30,7 @@ from inboxd.errors import ConfigError
 from inboxd.leases import MailboxLease
 from inboxd.mail.parse import Parsed
 from inboxd.mail.sources import batched
-from inboxd.tickets import intake, mailboxes
+from inboxd.tickets import intake, mailboxes, searchindex
 
 if TYPE_CHECKING:
     from inboxd.config import Mailbox
@@ -371,7 +371,7 @@ class MailboxWorker:
         cfg = self.ctx.intake_config()
         stored = 0
         if tries == 0:
-            with session_scope(self.ctx.engine) as s:
+            with session_scope(self.ctx.engine) as s, searchindex.deferred(s):
                 for (uid, data), parsed in zip(bodies, batch.parses, strict=True):
                     r = self._receive(s, cfg, data, uidvalidity, uid, parsed=parsed)
                     stored += r.outcome != "duplicate"
