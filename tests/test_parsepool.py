@@ -4,6 +4,8 @@ unparsed; a dead parser costs nothing but time; it never outlives its daemon."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import signal
 import subprocess
@@ -14,14 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 from support import make_mail, slow_mail
 
 from inboxd.mail import parsepool
 from inboxd.mail.parse import Parsed, parse_for_intake
 from inboxd.mail.parsepool import ParsePool
+from inboxd.tickets.intake import IntakeConfig
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 LIMIT = 25 * 1024 * 1024
+PARSE = functools.partial(parse_for_intake, max_bytes=LIMIT)
+# What a worker hands the pool: parse, classify and hash (`classify.screened`).
+SCREEN = IntakeConfig(secret=b"x", own_addresses=frozenset({"support@example.com"})).reader()
 
 
 def _mails(n: int) -> list[bytes]:
@@ -41,21 +48,24 @@ def pool() -> Iterator[ParsePool]:
 
 def test_the_pool_parses_what_the_worker_would_in_the_same_order(pool: ParsePool) -> None:
     mails = _mails(60)
-    got = list(pool.parses(mails, LIMIT))
+    got = list(pool.parses(mails, SCREEN))
     assert pool.pids(), "a large batch goes to the parser process"
-    assert got == [parse_for_intake(m, LIMIT) for m in mails]
+    assert got == [SCREEN(m) for m in mails]
     assert got[-2].mail is None and got[-2].problem  # quarantined, not raised
+    assert got[-2].digest == hashlib.sha256(mails[-2]).hexdigest()
+    assert {p.verdict.kind for p in got if p.mail} >= {"human"}
+    assert all(p.screened_as == (frozenset({"support@example.com"}), ()) for p in got if p.mail)
 
 
 def test_an_oversize_mail_is_reported_not_parsed(pool: ParsePool) -> None:
     mails = [make_mail(subject=f"Mail {i}") for i in range(10)]
-    got = list(pool.parses(mails, 100))
+    got = list(pool.parses(mails, functools.partial(parse_for_intake, max_bytes=100)))
     assert all(p.mail is None and (p.problem or "").startswith("oversize") for p in got)
 
 
 def test_a_small_batch_parses_in_the_worker(pool: ParsePool) -> None:
     mails = [make_mail(subject=f"Mail {i}") for i in range(parsepool.POOL_MIN_BATCH - 1)]
-    assert [p.mail.subject for p in pool.parses(mails, LIMIT) if p.mail] == [
+    assert [p.mail.subject for p in pool.parses(mails, PARSE) if p.mail] == [
         f"Mail {i}" for i in range(len(mails))
     ]
     assert pool.pids() == []  # never started
@@ -70,7 +80,7 @@ def test_a_pool_started_in_the_background_serves_the_first_batch(pool: ParsePool
     started = pool.pids()
     assert started, "the parser process started before any mail"
     mails = [make_mail(subject=f"Mail {i}") for i in range(3)]
-    assert [p.mail.subject for p in pool.parses(mails, LIMIT, timeout=5.0) if p.mail] == [
+    assert [p.mail.subject for p in pool.parses(mails, PARSE, timeout=5.0) if p.mail] == [
         "Mail 0",
         "Mail 1",
         "Mail 2",
@@ -81,7 +91,7 @@ def test_a_pool_started_in_the_background_serves_the_first_batch(pool: ParsePool
 def test_a_mail_that_outlasts_the_time_limit_is_stored_unparsed(pool: ParsePool) -> None:
     mails = [make_mail(subject=f"Mail {i}") for i in range(20)]
     mails.insert(12, slow_mail())
-    got = list(pool.parses(mails, LIMIT, timeout=1.0))
+    got = list(pool.parses(mails, PARSE, timeout=1.0))
     assert len(got) == 21
     assert got[12].mail is None
     assert got[12].problem == "parsing took longer than 1 s; stored without parsing"
@@ -91,9 +101,9 @@ def test_a_mail_that_outlasts_the_time_limit_is_stored_unparsed(pool: ParsePool)
 
 
 def test_with_a_time_limit_a_single_mail_parses_in_the_pool(pool: ParsePool) -> None:
-    (got,) = pool.parses([slow_mail()], LIMIT, timeout=1.0)
+    (got,) = pool.parses([slow_mail()], PARSE, timeout=1.0)
     assert got.mail is None and "longer than 1 s" in (got.problem or "")
-    (fine,) = pool.parses([make_mail(subject="Next")], LIMIT, timeout=1.0)
+    (fine,) = pool.parses([make_mail(subject="Next")], PARSE, timeout=1.0)
     assert fine.mail is not None and fine.mail.subject == "Next"
 
 
@@ -106,7 +116,7 @@ def test_a_stuck_mail_is_caught_when_another_worker_waits_behind_it(pool: ParseP
     got: dict[str, list[Parsed]] = {}
 
     def run(name: str, mails: list[bytes]) -> None:
-        got[name] = list(pool.parses(mails, LIMIT, timeout=1.0))
+        got[name] = list(pool.parses(mails, PARSE, timeout=1.0))
 
     one = threading.Thread(target=run, args=("first", first))
     one.start()
@@ -124,7 +134,7 @@ def test_a_pool_closed_while_a_mail_is_stuck_still_gives_every_parse(pool: Parse
     and the batch still gets one parse per mail (here the stuck one, in the worker)."""
     mails = [make_mail(subject=f"Mail {i}") for i in range(12)] + [slow_mail()]
     got: list[Parsed] = []
-    worker = threading.Thread(target=lambda: got.extend(pool.parses(mails, LIMIT, timeout=1.0)))
+    worker = threading.Thread(target=lambda: got.extend(pool.parses(mails, PARSE, timeout=1.0)))
     worker.start()
     time.sleep(0.3)
     pool.close()
@@ -135,13 +145,13 @@ def test_a_pool_closed_while_a_mail_is_stuck_still_gives_every_parse(pool: Parse
 
 def test_a_killed_parser_process_costs_the_batch_nothing(pool: ParsePool) -> None:
     mails = [make_mail(subject=f"Mail {i}") for i in range(40)]
-    assert len(list(pool.parses(mails, LIMIT))) == 40
+    assert len(list(pool.parses(mails, PARSE))) == 40
     (pid,) = pool.pids()
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
-    got = list(pool.parses(mails, LIMIT))  # parsed in the worker meanwhile
+    got = list(pool.parses(mails, PARSE))  # parsed in the worker meanwhile
     assert [p.mail.subject for p in got if p.mail] == [f"Mail {i}" for i in range(40)]
-    again = list(pool.parses(mails, LIMIT))  # and a fresh process takes over
+    again = list(pool.parses(mails, PARSE))  # and a fresh process takes over
     assert len(again) == 40
     assert pool.pids() and pool.pids() != [pid]
 
@@ -152,7 +162,9 @@ def test_the_parser_process_leaves_with_a_killed_daemon(tmp_path: Path) -> None:
         "from inboxd.mail.parsepool import ParsePool\n"
         "pool = ParsePool()\n"
         "mail = b'From: a@example.com\\r\\nSubject: s\\r\\n\\r\\nbody\\r\\n'\n"
-        "list(pool.parses([mail] * 20, 10**6))\n"
+        "from functools import partial\n"
+        "from inboxd.mail.parse import parse_for_intake\n"
+        "list(pool.parses([mail] * 20, partial(parse_for_intake, max_bytes=10**6)))\n"
         "print(pool.pids()[0], flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -176,3 +188,25 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_intake_takes_the_parsers_verdict_only_for_the_config_it_was_made_for(
+    engine: Engine,
+) -> None:
+    """A verdict made in the parser process stands; one made before a reload changed our
+    addresses is made again (here the sender became one of ours: `own`, not `human`)."""
+    from inboxd.db import session_scope
+    from inboxd.tickets import intake
+
+    before = IntakeConfig(secret=b"x", own_addresses=frozenset({"support@example.com"}))
+    after = IntakeConfig(
+        secret=b"x", own_addresses=frozenset({"support@example.com", "desk@example.com"})
+    )
+    mails = [make_mail(sender="desk@example.com", subject=f"Printer {i}") for i in range(2)]
+    screened = [before.reader()(m) for m in mails]
+    assert [p.verdict.kind for p in screened] == ["human", "human"]
+    with session_scope(engine) as s:
+        kept = intake.receive(s, before, mailbox="support", data=mails[0], parsed=screened[0])
+        redone = intake.receive(s, after, mailbox="support", data=mails[1], parsed=screened[1])
+    assert (kept.classification, redone.classification) == ("human", "own")
+    assert kept.outcome == "new-ticket" and redone.outcome == "no-ticket"

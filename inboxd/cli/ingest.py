@@ -99,7 +99,7 @@ def _parse(runtime: Runtime, cfg: intake.IntakeConfig, datas: list[bytes]) -> _P
     from inboxd.mail.parsepool import parse_all
 
     pool = runtime.parse_pool
-    return _Parsing(datas, parse_all(pool, datas, cfg.max_message_bytes, cfg.parse_timeout))
+    return _Parsing(datas, parse_all(pool, datas, cfg.reader(), cfg.parse_timeout))
 
 
 def _store(

@@ -406,7 +406,7 @@ class MailboxWorker:
     def _parses(self, cfg: intake.IntakeConfig, datas: list[bytes]) -> Iterator[Parsed]:
         from inboxd.mail.parsepool import parse_all
 
-        return parse_all(self.ctx.parse_pool, datas, cfg.max_message_bytes, cfg.parse_timeout)
+        return parse_all(self.ctx.parse_pool, datas, cfg.reader(), cfg.parse_timeout)
 
     def _receive(
         self,

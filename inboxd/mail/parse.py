@@ -42,6 +42,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
+from typing import Any
 
 import mailparser
 
@@ -879,10 +880,19 @@ def _build(raw: bytes, message: Message) -> ParsedMail:
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """A mail's parse: the mail, or why it could not be read (the intake quarantines it)."""
+    """A mail's parse: the mail, or why it could not be read (the intake quarantines it).
+
+    Read ahead in the parser process (`classify.screened`), it also carries what intake
+    would otherwise work out from the bytes alone in the worker's thread: the mail's
+    classification, made for `screened_as` (our addresses, the blocklist), and the
+    SHA-256 of the bytes.
+    """
 
     mail: ParsedMail | None
     problem: str | None = None
+    verdict: Any = None  # a classify.Classification (mail/ does not import tickets/)
+    screened_as: tuple[frozenset[str], tuple[str, ...]] | None = None
+    digest: str | None = None
 
 
 def parse_for_intake(data: bytes, max_bytes: int) -> Parsed:

@@ -25,13 +25,13 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import Any
 
-from inboxd.mail.parse import Parsed, parse, parse_for_intake
+from inboxd.mail.parse import Parsed, parse
 
 log = logging.getLogger("inboxd.parsepool")
 
@@ -45,8 +45,14 @@ class _Killed(Exception):
     """The parser process was killed, for a mail it was stuck on, under this chunk."""
 
 
-def _parse_chunk(datas: Sequence[bytes], max_bytes: int) -> list[Parsed]:
-    return [parse_for_intake(d, max_bytes) for d in datas]
+Read = Callable[[bytes], Parsed]
+"""What the pool runs on each mail: a picklable function (a module-level one, or a
+`functools.partial` of one), `parse_for_intake` or one that also does intake's mail-only
+work (`classify.screened`), so that the worker's thread does less."""
+
+
+def _parse_chunk(datas: Sequence[bytes], read: Read) -> list[Parsed]:
+    return [read(d) for d in datas]
 
 
 class ParsePool:
@@ -66,7 +72,7 @@ class ParsePool:
         return cls() if cores >= 2 else None
 
     def parses(
-        self, datas: Sequence[bytes], max_bytes: int, *, timeout: float | None = None
+        self, datas: Sequence[bytes], read: Read, *, timeout: float | None = None
     ) -> Iterator[Parsed]:
         """The parse of each mail, in order; parsed ahead in the pool when it is worth it.
 
@@ -79,41 +85,41 @@ class ParsePool:
         """
         executor = self._executor_for(len(datas), timeout) if datas else None
         if executor is None:
-            return (parse_for_intake(d, max_bytes) for d in datas)
+            return (read(d) for d in datas)
         head = datas[:FIRST_CHUNK]
         chunks = [head, *(datas[i : i + CHUNK] for i in range(len(head), len(datas), CHUNK))]
-        futures = self._submit(executor, chunks, max_bytes)
-        return self._collect(executor, chunks, futures, max_bytes, timeout)
+        futures = self._submit(executor, chunks, read)
+        return self._collect(executor, chunks, futures, read, timeout)
 
     def _collect(
         self,
         executor: ProcessPoolExecutor,
         chunks: list[Sequence[bytes]],
         futures: list[Future[list[Parsed]]],
-        max_bytes: int,
+        read: Read,
         timeout: float | None,
     ) -> Iterator[Parsed]:
         for k, chunk in enumerate(chunks):
             future = futures[k] if k < len(futures) else None
             try:
-                yield from self._results(executor, future, chunk, max_bytes, timeout)
+                yield from self._results(executor, future, chunk, read, timeout)
             except (TimeoutError, _Killed) as exc:
                 if isinstance(exc, TimeoutError):
                     log.warning("parser stuck on a chunk; parsing its mails one at a time")
                     self._kill(executor)
-                yield from (self._one(data, max_bytes, timeout) for data in chunk)
+                yield from (self._one(data, read, timeout) for data in chunk)
                 fresh = self._executor_for(sum(map(len, chunks)), timeout)
                 if fresh is not None:
                     executor = fresh
-                    futures[k + 1 :] = self._submit(executor, chunks[k + 1 :], max_bytes)
+                    futures[k + 1 :] = self._submit(executor, chunks[k + 1 :], read)
 
     def _submit(
-        self, executor: ProcessPoolExecutor, chunks: list[Sequence[bytes]], max_bytes: int
+        self, executor: ProcessPoolExecutor, chunks: list[Sequence[bytes]], read: Read
     ) -> list[Future[list[Parsed]]]:
         futures: list[Future[list[Parsed]]] = []
         try:
             for chunk in chunks:
-                futures.append(executor.submit(_parse_chunk, chunk, max_bytes))
+                futures.append(executor.submit(_parse_chunk, chunk, read))
         except (BrokenProcessPool, RuntimeError):  # broken or shut down meanwhile
             self._discard(executor)
         return futures
@@ -123,7 +129,7 @@ class ParsePool:
         executor: ProcessPoolExecutor,
         future: Future[list[Parsed]] | None,
         chunk: Sequence[bytes],
-        max_bytes: int,
+        read: Read,
         timeout: float | None,
     ) -> Iterator[Parsed]:
         """The chunk's parses; raises TimeoutError past the limit, `_Killed` when another
@@ -143,19 +149,19 @@ class ParsePool:
             else:
                 yield from parsed
                 return
-        yield from (parse_for_intake(d, max_bytes) for d in chunk)
+        yield from (read(d) for d in chunk)
 
-    def _one(self, data: bytes, max_bytes: int, timeout: float | None) -> Parsed:
+    def _one(self, data: bytes, read: Read, timeout: float | None) -> Parsed:
         """One mail in a pool of its own turn, under the limit: finds the one stuck."""
         for _ in range(KILLED_RETRIES):
             executor = self._executor_for(1, timeout)
             if executor is None:  # closed, or a fresh process would not start
                 break
-            future = self._submit(executor, [[data]], max_bytes)
+            future = self._submit(executor, [[data]], read)
             if not future:
                 continue  # the pool broke before it took the mail
             try:
-                (parsed,) = self._results(executor, future[0], [data], max_bytes, timeout)
+                (parsed,) = self._results(executor, future[0], [data], read, timeout)
             except _Killed:
                 continue  # another worker's stuck mail: this one gets a fresh try
             except TimeoutError:
@@ -165,7 +171,7 @@ class ParsePool:
                     None, f"parsing took longer than {timeout:g} s; stored without parsing"
                 )
             return parsed
-        return parse_for_intake(data, max_bytes)
+        return read(data)
 
     def start_in_background(self) -> None:
         """Spawn the parser process now, off the caller's thread: the daemon's first
@@ -230,12 +236,12 @@ class ParsePool:
 
 
 def parse_all(
-    pool: ParsePool | None, datas: Sequence[bytes], max_bytes: int, timeout: float | None
+    pool: ParsePool | None, datas: Sequence[bytes], read: Read, timeout: float | None
 ) -> Iterator[Parsed]:
     """Each mail's parse, in order: in `pool` under the time limit, or here without one."""
     if pool is None:
-        return (parse_for_intake(d, max_bytes) for d in datas)
-    return pool.parses(datas, max_bytes, timeout=timeout)
+        return (read(d) for d in datas)
+    return pool.parses(datas, read, timeout=timeout)
 
 
 def _warm_up(parent: int) -> None:

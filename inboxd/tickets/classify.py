@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import email
 import fnmatch
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ from functools import lru_cache
 from typing import Literal
 
 from inboxd.mail import msgids
-from inboxd.mail.parse import Address, ParsedMail, one_line
+from inboxd.mail.parse import Address, Parsed, ParsedMail, one_line, parse_for_intake
 
 Kind = Literal["human", "auto-reply", "bounce", "bulk", "spam", "own"]
 
@@ -689,6 +690,26 @@ def _auto_reply_strong(mail: ParsedMail) -> list[str]:
     if _first_word(mail.header("precedence")) == "auto_reply":
         reasons.append("Precedence: auto_reply")
     return reasons
+
+
+def screened(
+    data: bytes, *, max_bytes: int, own_addresses: frozenset[str], blocklist: tuple[str, ...]
+) -> Parsed:
+    """Everything intake learns from the bytes alone: the parse, the classification and
+    the content hash. The daemon's parser process runs this (`parsepool`), so the
+    worker's thread, which holds the database's write lock, only stores and threads.
+    A mail `classify` fails on comes back unclassified: intake classifies it again and
+    quarantines it as any failure of processing.
+    """
+    got = parse_for_intake(data, max_bytes)
+    digest = hashlib.sha256(data).hexdigest()
+    if got.mail is None:
+        return Parsed(None, got.problem, digest=digest)
+    try:
+        verdict = classify(got.mail, data, own_addresses=own_addresses, blocklist=blocklist)
+    except Exception:  # noqa: BLE001 - intake meets it again, in its savepoint
+        return Parsed(got.mail, digest=digest)
+    return Parsed(got.mail, verdict=verdict, screened_as=(own_addresses, blocklist), digest=digest)
 
 
 def classify(

@@ -7,6 +7,7 @@ processing fails is still stored, flagged as quarantined, and the batch goes on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -35,7 +36,7 @@ from inboxd.models import (
     TicketTag,
 )
 from inboxd.tickets import ack, assignment, events, merge, notify, sla, survey, threading
-from inboxd.tickets.classify import Classification, classify, requester
+from inboxd.tickets.classify import Classification, classify, requester, screened
 
 if TYPE_CHECKING:
     from inboxd.config import Settings
@@ -67,6 +68,16 @@ class IntakeConfig:
     parse_timeout: float | None = None  # seconds; enforced where a parser process runs
     clock: Clock = utcnow
     settings: Settings | None = None  # None: no SLA clocks, no acknowledgements
+
+    def reader(self) -> Callable[[bytes], Parsed]:
+        """What the parser process does with each fetched mail for this configuration:
+        parse, classify and hash it (`classify.screened`; picklable)."""
+        return functools.partial(
+            screened,
+            max_bytes=self.max_message_bytes,
+            own_addresses=self.own_addresses,
+            blocklist=self.blocklist,
+        )
 
     @classmethod
     def from_settings(
@@ -128,14 +139,17 @@ def receive(
     where it can: this is the hot path of every ingested mail.
     """
     now = cfg.clock()
-    digest = content_hash(data)
+    digest = (parsed.digest if parsed else None) or content_hash(data)
     mail: ParsedMail | None = None
     problem: str | None = None
+    verdict: Classification | None = None
     if not parse_it:
         problem = "crashed the worker repeatedly; stored without parsing"
     else:
         got = parsed or parse_for_intake(data, cfg.max_message_bytes)
         mail, problem = got.mail, got.problem
+        if got.screened_as == (cfg.own_addresses, cfg.blocklist):  # not a config ago
+            verdict = got.verdict
 
     message_id = mail.message_id if mail else None
     delivery = _Delivery(mailbox, source, uidvalidity, uid, now)
@@ -145,7 +159,9 @@ def receive(
     if mail is not None:
         try:
             with savepoint(session):
-                return process(session, cfg, mail, raw=data, digest=digest, delivery=delivery)
+                return process(
+                    session, cfg, mail, raw=data, digest=digest, delivery=delivery, verdict=verdict
+                )
         except _AlreadyStored:
             pass  # another process stored the same mail a moment ago
         except Exception as exc:  # any stage failure quarantines the mail; intake goes on
@@ -334,15 +350,18 @@ def process(
     raw: bytes,
     digest: str,
     delivery: _Delivery,
+    verdict: Classification | None = None,
 ) -> Received:
-    """Classify, store, thread and open or join a ticket for a mail new to the database.
+    """Classify (unless `verdict` came with the parse), store, thread and open or join a
+    ticket for a mail new to the database.
 
     Raises `_AlreadyStored` when a concurrent writer won the INSERT (the caller's
     savepoint then undoes whatever this call did).
     """
     now = delivery.at
     mailbox = delivery.mailbox
-    verdict = classify(mail, raw, own_addresses=cfg.own_addresses, blocklist=cfg.blocklist)
+    if verdict is None:
+        verdict = classify(mail, raw, own_addresses=cfg.own_addresses, blocklist=cfg.blocklist)
     values = _message_values(mail, data=raw, digest=digest, mailbox=mailbox, now=now)
     values.update(classification=verdict.kind, reasons=list(verdict.reasons))
 
