@@ -5,7 +5,8 @@
 
 Starts a private Dovecot (and PostgreSQL for --db postgresql) from tests/servers.py,
 loads N generated messages, then measures:
-  (a) baseline: imapclient FETCH BODY.PEEK[] in batches of 50 + mailparser on each;
+  (a) baseline: imapclient FETCH BODY.PEEK[] in batches of inboxd's default `batch_size`
+      (200) + mailparser on each;
   (b) inboxd: the mailbox worker syncing the same folder to committed rows
       (parse, classify, thread, route, store), in a child process so its peak RSS is its own,
       with the parser process `inboxd run` starts (or without: --inline-parse);
@@ -96,13 +97,16 @@ def load(dovecot: Dovecot, user: str, mails: list[bytes]) -> None:
 def baseline(dovecot: Dovecot, user: str) -> tuple[int, float]:
     import mailparser
 
+    from inboxd.config import ImapSettings
+
     imap = dovecot.client(user, timeout=120)
     started = time.perf_counter()
     imap.select_folder("INBOX", readonly=True)
     uids = imap.search(["ALL"])
     n = 0
-    for i in range(0, len(uids), 50):
-        batch = uids[i : i + 50]
+    size = ImapSettings.model_fields["batch_size"].default  # the FETCH inboxd makes
+    for i in range(0, len(uids), size):
+        batch = uids[i : i + size]
         for item in imap.fetch(batch, ["BODY.PEEK[]"]).values():
             mailparser.parse_from_bytes(item[b"BODY[]"])
             n += 1

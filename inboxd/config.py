@@ -519,7 +519,7 @@ class ImapSettings(BaseModel):
     folder: NonEmpty = "INBOX"
     idle: StrictBool = True
     poll_interval: Duration = timedelta(seconds=60)
-    batch_size: Annotated[StrictInt, Field(ge=1, le=10_000), Expect("integer 1-10000")] = 50
+    batch_size: Annotated[StrictInt, Field(ge=1, le=10_000), Expect("integer 1-10000")] = 200
     timeout: Duration = timedelta(seconds=120)
     ca_file: Path | None = None
 

@@ -34,6 +34,11 @@ def _utc_datetime() -> type[Any]:
     from sqlalchemy import DateTime
     from sqlalchemy.types import TypeDecorator
 
+    # Most instants of a mail are one `now`, bound to a dozen columns of several tables:
+    # the last one written on SQLite is kept, for every column (an immutable value, held
+    # here, so its id is never reused; one tuple, replaced whole, so threads can share it).
+    last: list[tuple[datetime | None, str | None]] = [(None, None)]
+
     class UTCDateTime(TypeDecorator[datetime]):
         """Aware UTC in and out on every backend (SQLite hands back naive values otherwise)."""
 
@@ -58,12 +63,15 @@ def _utc_datetime() -> type[Any]:
             def process(value: datetime | None) -> str | None:
                 if value is None:
                     return None
+                seen = last[0]
+                if seen[0] is value:
+                    return seen[1]
                 offset = value.utcoffset()
                 if offset is None:
                     raise ValueError("naive datetime given to a UTC column")
-                if offset:
-                    value = value.astimezone(UTC)
-                return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+                text = (value.astimezone(UTC) if offset else value).isoformat(" ", "microseconds")
+                last[0] = (value, text[:26])  # without the "+00:00"
+                return text[:26]
 
             return process
 

@@ -128,7 +128,7 @@ def test_spec_shape_is_accepted_with_defaults(tmp_path: Path) -> None:
     assert (general.log_format, general.log_level, general.metrics) == ("text", "info", None)
     imap = settings.mailbox("support").imap
     assert imap is not None
-    assert (imap.batch_size, imap.timeout, imap.auth) == (50, timedelta(seconds=120), "password")
+    assert (imap.batch_size, imap.timeout, imap.auth) == (200, timedelta(seconds=120), "password")
     assert settings.mailbox("support").disposition == ("keep", None)
     assert settings.ack.rate_limit == 3
     assert settings.ack.rate_window == timedelta(hours=1)

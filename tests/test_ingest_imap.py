@@ -264,7 +264,7 @@ def test_a_folder_of_large_mails_is_fetched_in_batches_bounded_in_bytes(
         assert worker.run_once() == 6
     finally:
         runtime.close()
-    # About 1.1 MB each: two large and the small one, two large, the last (batch_size 50).
+    # About 1.1 MB each: two large and the small one, two large, the last (batch_size 200).
     assert batches == [3, 2, 1]
     with Session(sqlite_database.engine) as s:
         subjects = s.exec(select(Message.subject).where(Message.direction == "in")).all()

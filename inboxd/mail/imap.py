@@ -45,6 +45,9 @@ SEARCH_WINDOW = 10_000  # UIDs per SEARCH: no whole-mailbox lists in memory
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 AUTH_BACKOFF_ATTEMPT = 6  # a server that refuses the login is not hammered
+# A batch is one transaction: 200 mails (`batch_size`) share its fixed costs (the
+# in-flight note, BEGIN, COMMIT, the FETCH, the full-text segment) at about a quarter
+# second of SQLite's write lock; 50 made a backfill about 13% slower.
 # A batch closes at `batch_size` mails or at this many bytes (RFC822.SIZE), so a folder of
 # large attachments never fills memory; a single larger mail is a batch of its own, stored
 # before the next FETCH.

@@ -62,7 +62,7 @@ def _next_in_rotation(session: Session, team: TeamSpec) -> str:
     """The member after the last one, and remember it.
 
     PostgreSQL: in a transaction of its own, committed at once. Held until the caller
-    commits (a batch of 50 mails), the row lock would let two batches that take turns
+    commits (a batch of 200 mails), the row lock would let two batches that take turns
     in two teams in opposite order deadlock, and one of their mails be quarantined; and
     it would serialise all of a team's batches. The price: a turn taken by a transaction
     that then rolls back is lost, so one agent misses one ticket. SQLite: in the caller's
