@@ -15,7 +15,7 @@ from inboxd.daemon import Runtime, open_runtime
 from inboxd.db import session_scope
 from inboxd.errors import InboxdError
 from inboxd.mail import sources
-from inboxd.tickets import intake, searchindex
+from inboxd.tickets import intake
 
 if TYPE_CHECKING:
     from inboxd.mail.parse import Parsed
@@ -109,10 +109,11 @@ def _store(
     batch: _Parsing,
     counts: Counter[str],
 ) -> None:
-    datas, parses = batch.datas, batch.parses
-    with session_scope(runtime.engine) as s, searchindex.deferred(s):
-        for data, parsed in zip(datas, parses, strict=True):
-            r = intake.receive(s, cfg, mailbox=mailbox, data=data, source="import", parsed=parsed)
-            counts[r.outcome] += 1
-            if r.outcome != "duplicate":
-                counts["stored"] += 1
+    mails = (
+        intake.Incoming(data, parsed)
+        for data, parsed in zip(batch.datas, batch.parses, strict=True)
+    )
+    for r in intake.store_batch(runtime.engine, cfg, mails, mailbox=mailbox, source="import"):
+        counts[r.outcome] += 1
+        if r.outcome != "duplicate":
+            counts["stored"] += 1

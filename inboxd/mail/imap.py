@@ -30,7 +30,7 @@ from inboxd.errors import ConfigError
 from inboxd.leases import MailboxLease
 from inboxd.mail.parse import Parsed
 from inboxd.mail.sources import batched
-from inboxd.tickets import intake, mailboxes, searchindex
+from inboxd.tickets import intake, mailboxes
 
 if TYPE_CHECKING:
     from inboxd.config import Mailbox
@@ -374,11 +374,23 @@ class MailboxWorker:
         cfg = self.ctx.intake_config()
         stored = 0
         if tries == 0:
-            with session_scope(self.ctx.engine) as s, searchindex.deferred(s):
-                for (uid, data), parsed in zip(bodies, batch.parses, strict=True):
-                    r = self._receive(s, cfg, data, uidvalidity, uid, parsed=parsed)
-                    stored += r.outcome != "duplicate"
-                mailboxes.advance(s, self.mb.name, uidvalidity=uidvalidity, uid=batch.last)
+            results = intake.store_batch(
+                self.ctx.engine,
+                cfg,
+                (
+                    intake.Incoming(data, parsed, uid)
+                    for (uid, data), parsed in zip(bodies, batch.parses, strict=True)
+                ),
+                mailbox=self.mb.name,
+                source="imap",
+                uidvalidity=uidvalidity,
+                finish=lambda s: mailboxes.advance(
+                    s, self.mb.name, uidvalidity=uidvalidity, uid=batch.last
+                ),
+            )
+            for (uid, _), r in zip(bodies, results, strict=True):
+                self._logged(uid, r)
+                stored += r.outcome != "duplicate"
         else:
             # An earlier attempt at this batch died with the process: go one mail per
             # transaction, counting attempts, so a mail that kills us is found and set aside.
@@ -433,6 +445,9 @@ class MailboxWorker:
             parse_it=parse_it,
             parsed=parsed,
         )
+        return self._logged(uid, r)
+
+    def _logged(self, uid: int, r: intake.Received) -> intake.Received:
         log.info(
             "stored",
             extra={

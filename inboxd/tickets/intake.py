@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +24,7 @@ from sqlmodel import Session, select
 
 from inboxd import records
 from inboxd.clock import Clock, utcnow
-from inboxd.db import Prepared, insert_ignore, model_defaults, savepoint, upsert
+from inboxd.db import Prepared, insert_ignore, model_defaults, savepoint, session_scope, upsert
 from inboxd.mail.parse import Address, Parsed, ParsedMail, parse_for_intake
 from inboxd.mail.text import reply_text
 from inboxd.models import (
@@ -35,10 +36,22 @@ from inboxd.models import (
     Ticket,
     TicketTag,
 )
-from inboxd.tickets import ack, assignment, events, merge, notify, sla, survey, threading
+from inboxd.tickets import (
+    ack,
+    assignment,
+    events,
+    merge,
+    notify,
+    searchindex,
+    sla,
+    survey,
+    threading,
+)
 from inboxd.tickets.classify import Classification, classify, requester, screened
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from inboxd.config import Settings
     from inboxd.tickets.routing import Decision, RuleSet
 
@@ -129,6 +142,7 @@ def receive(
     uid: int | None = None,
     parse_it: bool = True,
     parsed: Parsed | None = None,
+    isolated: bool = True,
 ) -> Received:
     """Store `data` as delivered to `mailbox` and process it, unless it is already stored.
 
@@ -137,6 +151,11 @@ def receive(
     process made it ahead (`mail.parsepool`). `parse_it=False` stores and quarantines
     without parsing (a mail that crashed the process before). Runs on SQLAlchemy Core
     where it can: this is the hot path of every ingested mail.
+
+    `isolated=False` skips the SAVEPOINT around processing: a failure is not quarantined
+    but raised, and the caller rolls its whole transaction back and stores the batch
+    again isolated (`store_batch`). Nearly every batch then costs two statements a mail
+    less, and the rare failing one pays for its mails twice.
     """
     now = cfg.clock()
     digest = (parsed.digest if parsed else None) or content_hash(data)
@@ -156,6 +175,10 @@ def receive(
     existing = find_existing(session, message_id=message_id, digest=digest)
     if existing is not None:
         return _duplicate(session, existing, delivery)
+    if mail is not None and not isolated:
+        return process(
+            session, cfg, mail, raw=data, digest=digest, delivery=delivery, verdict=verdict
+        )
     if mail is not None:
         try:
             with savepoint(session):
@@ -182,6 +205,88 @@ def receive(
     existing = find_existing(session, message_id=message_id, digest=digest)
     assert existing is not None, "a conflicting insert left no row behind"
     return _duplicate(session, existing, delivery)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One mail of a batch: its bytes, its parse (None: parse it here), its IMAP UID."""
+
+    data: bytes
+    parsed: Parsed | None = None
+    uid: int | None = None
+
+
+def store_batch(
+    engine: Engine,
+    cfg: IntakeConfig,
+    mails: Iterable[Incoming],
+    *,
+    mailbox: str,
+    source: Source,
+    uidvalidity: int | None = None,
+    finish: Callable[[Session], None] | None = None,
+) -> list[Received]:
+    """Store a batch of mail in one transaction, `finish` (the mailbox cursor) last in it.
+
+    First without a SAVEPOINT per mail: should any mail fail, the transaction is rolled
+    back whole and the batch stored again with each mail in a savepoint of its own, so
+    the one that fails is quarantined and the others stored, as `receive` does. A failure
+    of the transaction itself (the database) is raised, and so is one of `mails` (a
+    parse that went missing): nothing is committed then. The full-text index is written
+    once, for the whole batch (`searchindex.deferred`).
+    """
+    seen: list[Incoming] = []
+    rest = iter(mails)
+
+    def attempt(batch: Iterable[Incoming], *, isolated: bool) -> list[Received]:
+        with session_scope(engine) as s, searchindex.deferred(s):
+            results = [
+                receive(
+                    s,
+                    cfg,
+                    mailbox=mailbox,
+                    data=m.data,
+                    source=source,
+                    uidvalidity=uidvalidity,
+                    uid=m.uid,
+                    parsed=m.parsed,
+                    isolated=isolated,
+                )
+                for m in batch
+            ]
+            if finish is not None:
+                finish(s)
+        return results
+
+    def remembered() -> Iterator[Incoming]:
+        while True:
+            try:
+                m = next(rest)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise _SourceFailed(exc) from exc
+            seen.append(m)
+            yield m
+
+    try:
+        return attempt(remembered(), isolated=False)
+    except _SourceFailed as failed:
+        raise failed.original from None
+    except Exception as exc:  # noqa: BLE001 - stored again mail by mail, which quarantines
+        log.warning(
+            "a mail of the batch failed; storing the batch again, each mail on its own",
+            extra={"mailbox": mailbox, "error": f"{type(exc).__name__}: {exc}"[:300]},
+        )
+    return attempt(itertools.chain(seen, rest), isolated=True)
+
+
+class _SourceFailed(Exception):
+    """The batch's own iterator raised (not a mail's processing): never stored again."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
 
 
 class _AlreadyStored(Exception):
