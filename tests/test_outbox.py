@@ -11,11 +11,13 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from servers import HOST, Database, SmtpSink, free_port
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -681,3 +683,20 @@ def test_sigterm_cuts_a_hung_send_and_requeues(
         assert time.monotonic() - started < 5
     r = row(database.engine, q.id)
     assert (r.status, r.claimed_by) == ("queued", None)  # back in the queue, not lost
+
+
+@given(
+    at=st.datetimes(
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(9999, 12, 31),
+        timezones=st.sampled_from(
+            [UTC, *(timezone(timedelta(minutes=m)) for m in (-720, -570, -60, 60, 330, 845))]
+        ),
+    )
+)
+def test_our_date_header_is_what_the_email_package_writes(at: datetime) -> None:
+    from email.utils import format_datetime
+
+    from inboxd.mail.compose import date_header
+
+    assert date_header(at) == format_datetime(at)

@@ -177,7 +177,31 @@ _NOT_IN_ADDRESS = re.compile(r"[\s<>,;:()\[\]\\]")
 
 def _mailbox(addr: str, name: str | None = None) -> str:
     """One address header value, its display name RFC 2047-encoded when not ASCII."""
-    return email.utils.formataddr((one_line(name or "", limit=200), _checked(addr)), "utf-8")
+    name = one_line(name or "", limit=200)
+    if not name:  # as formataddr: the bare address, which must be ASCII
+        addr = _checked(addr)
+        addr.encode("ascii")
+        return addr
+    return email.utils.formataddr((name, _checked(addr)), "utf-8")
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def date_header(at: datetime) -> str:
+    """`at` as an RFC 5322 Date, the text `email.utils.format_datetime` writes, in a
+    fraction of its time (every acknowledgement has one)."""
+    offset = at.utcoffset()
+    if offset is None:
+        return format_datetime(at)
+    minutes = int(offset.total_seconds() // 60)
+    hours, mins = divmod(abs(minutes), 60)
+    return (
+        f"{_DAYS[at.weekday()]}, {at.day:02d} {_MONTHS[at.month - 1]} {at.year:04d} "
+        f"{at.hour:02d}:{at.minute:02d}:{at.second:02d} "
+        f"{'-' if minutes < 0 else '+'}{hours:02d}{mins:02d}"
+    )
 
 
 def _plain_bytes(out: Outgoing, subject: str, message_id: str) -> bytes:
@@ -191,7 +215,7 @@ def _plain_bytes(out: Outgoing, subject: str, message_id: str) -> bytes:
         headers.append(("Reply-To", _mailbox(out.reply_to, out.sender_name)))
     headers += [
         ("Subject", subject),
-        ("Date", format_datetime(out.at)),
+        ("Date", date_header(out.at)),
         ("Message-ID", f"<{message_id}>"),
     ]
     if out.in_reply_to:

@@ -48,13 +48,15 @@ def acknowledge(
     now: datetime,
     agents: frozenset[str] = frozenset(),
     imported: bool = False,
+    events_out: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> outbox.Queued | None:
     """Queue the acknowledgement of the new `ticket` opened by `mail`, or record why not.
 
     `kind` is the classification of `mail`; call after the SLA clocks started (the
     promise comes from them). Returns the outbox row, or None when suppressed. Never
     commits, and never raises for a bad template or address: the customer's mail is
-    processed either way, and the event says what went wrong.
+    processed either way, and the event says what went wrong. With `events_out` the
+    event is appended there, for the caller to write with the ticket's others.
     """
     assert ticket.id is not None
     mailbox = sla.mailbox_of(settings, ticket)
@@ -78,18 +80,27 @@ def acknowledge(
         except ValueError as exc:  # an address compose refuses
             reason = f"cannot build the mail: {exc}"
     if message is None or mailbox is None:
-        events.record(
-            session,
-            ticket_id=ticket.id,
-            at=now,
-            actor=events.SYSTEM,
-            kind="ack-suppressed",
-            reason=reason or "no mailbox",
-        )
+        said = {"reason": reason or "no mailbox"}
+        if events_out is not None:
+            events_out.append(("ack-suppressed", said))
+        else:
+            events.record(
+                session, ticket_id=ticket.id, at=now, actor=events.SYSTEM, kind="ack-suppressed",
+                **said,
+            )  # fmt: skip
         return None
-    return outbox.queue_for_customer(
-        session, kind="ack", mail=message, mailbox=mailbox, ticket=ticket, now=now, event="ack-sent"
+    row = outbox.queue_for_customer(
+        session,
+        kind="ack",
+        mail=message,
+        mailbox=mailbox,
+        ticket=ticket,
+        now=now,
+        event="ack-sent" if events_out is None else None,
     )
+    if events_out is not None:
+        events_out.append(("ack-sent", {"to": row.rcpt_key, "message_id": row.message_id}))
+    return row
 
 
 def _reason_to_skip(

@@ -507,7 +507,7 @@ def process(
     if verdict.kind in NO_NEW_TICKET:
         pk = store(None)
         return Received(pk, mail.message_id, "no-ticket", None, verdict.kind)
-    ticket = _open_ticket(
+    ticket, written, opened_at = _open_ticket(
         session,
         cfg,
         mail,
@@ -515,6 +515,7 @@ def process(
         previous=previous,
         subject_ref=match.subject_ref,
     )
+    assert ticket.id is not None
     pk = store(ticket.id)
     if cfg.settings is not None:  # after the mail is stored: the conversation shows it first
         ack.acknowledge(
@@ -527,7 +528,13 @@ def process(
             now=now,
             agents=cfg.agents,
             imported=delivery.source == "import",
+            events_out=written,
         )
+    # The new ticket's events in one statement, the acknowledgement's among them.
+    events.record_all(
+        session, ticket_id=ticket.id, at=opened_at, actor=events.SYSTEM, kinds=written
+    )
+    if cfg.settings is not None:
         notify.new_ticket(session, settings=cfg.settings, ticket=ticket, now=now)
     return Received(pk, mail.message_id, "new-ticket", ticket.id, verdict.kind)
 
@@ -654,8 +661,9 @@ def _open_ticket(
     mailbox: str,
     previous: int | None,
     subject_ref: int | None,
-) -> Ticket:
-    """A new ticket, routed and assigned in the same INSERT; its events say why."""
+) -> tuple[Ticket, list[tuple[str, dict[str, Any]]], datetime]:
+    """A new ticket, routed and assigned in the same INSERT; the events that say why
+    (for the caller to write, with the acknowledgement's) and their time."""
     now = cfg.clock()
     customer = requester(mail, own_addresses=cfg.own_addresses)
     decision = _route(cfg, mail, mailbox)
@@ -726,8 +734,7 @@ def _open_ticket(
         )
     if clocks is not None:
         written.append(("sla", dict(clocks)))
-    events.record_all(session, ticket_id=ticket_id, at=now, actor=events.SYSTEM, kinds=written)
-    return ticket
+    return ticket, written, now
 
 
 _INSERT_TICKET = Prepared(sa_insert(Ticket.__table__).returning(Ticket.__table__.c.id))  # type: ignore[attr-defined]

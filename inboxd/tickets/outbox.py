@@ -109,9 +109,10 @@ def queue_for_customer(
     mailbox: Mailbox,
     ticket: Ticket,
     now: datetime,
-    event: str,
+    event: str | None,
 ) -> Queued:
-    """Queue an automatic mail to the ticket's customer and record `event` on the ticket."""
+    """Queue an automatic mail to the ticket's customer and record `event` on the ticket
+    (None: the caller records it, with others of the same change)."""
     assert ticket.id is not None
     row = enqueue(
         session,
@@ -122,15 +123,16 @@ def queue_for_customer(
         mailbox=mailbox.name,
         ticket=ticket,
     )
-    events.record(
-        session,
-        ticket_id=ticket.id,
-        at=now,
-        actor=events.SYSTEM,
-        kind=event,
-        to=row.rcpt_key,
-        message_id=row.message_id,
-    )
+    if event is not None:
+        events.record(
+            session,
+            ticket_id=ticket.id,
+            at=now,
+            actor=events.SYSTEM,
+            kind=event,
+            to=row.rcpt_key,
+            message_id=row.message_id,
+        )
     return row
 
 

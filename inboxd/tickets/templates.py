@@ -11,13 +11,14 @@ characters, bounded; there is no autoescaping because the output is text/plain.
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from inboxd.errors import InboxdError
@@ -65,9 +66,25 @@ def environment(folder: Path | None) -> SandboxedEnvironment:
 def render(name: str, context: Mapping[str, Any], *, folder: Path | None) -> str:
     """Render template `name`; raises TemplateProblem naming the template and the line."""
     try:
-        return environment(folder).get_template(name).render(dict(context))
+        return _template(name, folder).render(dict(context))
     except TemplateError as exc:
         raise TemplateProblem(_describe(name, exc)) from exc
+
+
+RECHECK_S = 1.0  # an edited template is used from the next render a second later
+_checked: dict[tuple[Path | None, str], tuple[float, Template]] = {}
+
+
+def _template(name: str, folder: Path | None) -> Template:
+    """The compiled template, its file looked at once a second, not at every render
+    (Jinja's own check stats the file: every new ticket renders an acknowledgement)."""
+    key, now = (folder, name), time.monotonic()
+    hit = _checked.get(key)
+    if hit is not None and now - hit[0] < RECHECK_S:
+        return hit[1]
+    template = environment(folder).get_template(name)
+    _checked[key] = (now, template)
+    return template
 
 
 def _describe(name: str, exc: TemplateError) -> str:
