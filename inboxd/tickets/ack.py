@@ -49,6 +49,7 @@ def acknowledge(
     agents: frozenset[str] = frozenset(),
     imported: bool = False,
     events_out: list[tuple[str, dict[str, Any]]] | None = None,
+    ids_out: list[str | None] | None = None,
 ) -> outbox.Queued | None:
     """Queue the acknowledgement of the new `ticket` opened by `mail`, or record why not.
 
@@ -56,7 +57,8 @@ def acknowledge(
     promise comes from them). Returns the outbox row, or None when suppressed. Never
     commits, and never raises for a bad template or address: the customer's mail is
     processed either way, and the event says what went wrong. With `events_out` the
-    event is appended there, for the caller to write with the ticket's others.
+    event is appended there, for the caller to write with the ticket's others; with
+    `ids_out` so is the ack's Message-ID, for threading.
     """
     assert ticket.id is not None
     mailbox = sla.mailbox_of(settings, ticket)
@@ -97,7 +99,10 @@ def acknowledge(
         ticket=ticket,
         now=now,
         event="ack-sent" if events_out is None else None,
+        remember=ids_out is None,
     )
+    if ids_out is not None:
+        ids_out.append(row.message_id)
     if events_out is not None:
         events_out.append(("ack-sent", {"to": row.rcpt_key, "message_id": row.message_id}))
     return row

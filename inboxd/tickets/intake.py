@@ -517,6 +517,7 @@ def process(
     )
     assert ticket.id is not None
     pk = store(ticket.id)
+    ids: list[str | None] = [mail.message_id, *mail.in_reply_to, *mail.references]
     if cfg.settings is not None:  # after the mail is stored: the conversation shows it first
         ack.acknowledge(
             session,
@@ -529,8 +530,10 @@ def process(
             agents=cfg.agents,
             imported=delivery.source == "import",
             events_out=written,
+            ids_out=ids,
         )
-    # The new ticket's events in one statement, the acknowledgement's among them.
+    # The new ticket's ids and events, the acknowledgement's among them, a statement each.
+    threading.remember_ids(session, ticket.id, ids)
     events.record_all(
         session, ticket_id=ticket.id, at=opened_at, actor=events.SYSTEM, kinds=written
     )
@@ -663,7 +666,8 @@ def _open_ticket(
     subject_ref: int | None,
 ) -> tuple[Ticket, list[tuple[str, dict[str, Any]]], datetime]:
     """A new ticket, routed and assigned in the same INSERT; the events that say why
-    (for the caller to write, with the acknowledgement's) and their time."""
+    (for the caller to write, with the acknowledgement's) and their time. The caller
+    also records the mail's ids for threading."""
     now = cfg.clock()
     customer = requester(mail, own_addresses=cfg.own_addresses)
     decision = _route(cfg, mail, mailbox)
@@ -692,9 +696,6 @@ def _open_ticket(
     ticket_id = _INSERT_TICKET.scalar(session, {name: getattr(ticket, name) for name in values})
     ticket.id = ticket_id
     records.attach(session, ticket)  # persistent without a SELECT: the row is `ticket`
-    threading.remember_ids(
-        session, ticket_id, [mail.message_id, *mail.in_reply_to, *mail.references]
-    )
     _add_participants(session, cfg, ticket_id, mail, customer=customer)
     insert_ignore(session, TicketTag, [{"ticket_id": ticket_id, "tag": t} for t in decision.tags])
     written: list[tuple[str, dict[str, Any]]] = [

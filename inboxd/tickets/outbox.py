@@ -63,12 +63,14 @@ def enqueue(
     ticket: Ticket | None = None,
     author: str | None = None,
     not_before: datetime | None = None,
+    remember: bool = True,
 ) -> Queued:
     """Queue `message` (which carries its Message-ID) for the SMTP endpoint `smtp`.
 
     Core INSERTs on the session's connection: every acknowledgement passes here on the
     intake path. A `Rendered` mail (`compose.render`) is recorded from what was composed;
-    an `EmailMessage` is read back from its headers.
+    an `EmailMessage` is read back from its headers. `remember=False` leaves recording
+    the Message-ID for threading to the caller (with the ticket's other ids).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown outbox kind {kind!r}")
@@ -95,7 +97,8 @@ def enqueue(
         },
     )
     if ticket is not None and ticket.id is not None:
-        threading.remember_ids(session, ticket.id, [mail.message_id])
+        if remember:
+            threading.remember_ids(session, ticket.id, [mail.message_id])
         if kind in CUSTOMER_KINDS:
             _record_outbound(session, ticket, mail, mailbox, author, now)
     return Queued(row_id, mail.message_id, recipients[0], tuple(recipients), mail.data)
@@ -110,9 +113,10 @@ def queue_for_customer(
     ticket: Ticket,
     now: datetime,
     event: str | None,
+    remember: bool = True,
 ) -> Queued:
     """Queue an automatic mail to the ticket's customer and record `event` on the ticket
-    (None: the caller records it, with others of the same change)."""
+    (None: the caller records it, with others of the same change; so with `remember`)."""
     assert ticket.id is not None
     row = enqueue(
         session,
@@ -122,6 +126,7 @@ def queue_for_customer(
         now=now,
         mailbox=mailbox.name,
         ticket=ticket,
+        remember=remember,
     )
     if event is not None:
         events.record(
