@@ -342,6 +342,7 @@ def test_mailbox_template_override_and_a_broken_template(
         == f"Ticket [#{r.ticket_id}] is with Support, answer by Tuesday 10:00 (UTC+01:00).\n"
     )
     assert templates.check(settings) == []
+    assert conversation(sqlite_engine, r.ticket_id) == (2, ["in", "out"])  # mail and ack
 
     broken = make_settings(tmp_path, edit=edit("broken-ack.txt"))
     r = receive(sqlite_engine, broken, mail(subject="Second"))
@@ -349,9 +350,22 @@ def test_mailbox_template_override_and_a_broken_template(
     [event] = events(sqlite_engine, r.ticket_id, "ack-suppressed")
     assert event.data["reason"].startswith("template error: template broken-ack.txt")
     assert "nickname" in event.data["reason"]
+    # The ack was counted when the ticket was opened; it never came: one message.
+    assert conversation(sqlite_engine, r.ticket_id) == (1, ["in"])
     assert templates.check(broken) == [
         "template broken-ack.txt, line 1: 'dict object' has no attribute 'nickname'"
     ]
+
+
+def conversation(engine: Engine, ticket_id: int | None) -> tuple[int, list[str]]:
+    """The ticket's message count and its messages' directions, as `ticket show` has them."""
+    with Session(engine) as s:
+        ticket = s.get(Ticket, ticket_id)
+        assert ticket is not None
+        rows = s.exec(
+            select(Message.direction).where(Message.ticket_id == ticket_id).order_by(Message.id)
+        ).all()
+        return ticket.message_count, list(rows)
 
 
 def test_shipped_templates_check_clean(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ us). Every decision is a ticket event: `ack-sent`, or `ack-suppressed` with the 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from sqlmodel import Session
 from inboxd.db import Prepared
 from inboxd.mail import compose
 from inboxd.models import Outbox, Ticket
-from inboxd.tickets import events, outbox, sla, templates
+from inboxd.tickets import outbox, sla, templates
 from inboxd.tickets.tokens import make_token, reply_address
 
 if TYPE_CHECKING:
@@ -37,41 +38,77 @@ if TYPE_CHECKING:
 log = logging.getLogger("inboxd.ack")
 
 
+@dataclass(slots=True)
+class Opening:
+    """A new ticket's acknowledgement, decided before the ticket row is written (so the
+    row counts the ack among its messages), and what intake writes after it: the
+    ticket's events and thread ids, the ack's among them, a statement each."""
+
+    skip: str | None  # why there is no acknowledgement; None: one is due, and counted
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)
+
+
+def plan(
+    session: Session,
+    *,
+    settings: Settings,
+    customer_addr: str | None,
+    mailbox: str | None,
+    kind: str,
+    now: datetime,
+    agents: frozenset[str] = frozenset(),
+    imported: bool = False,
+) -> str | None:
+    """Why the new ticket of `customer_addr` in `mailbox` gets no acknowledgement, or
+    None when it gets one. `kind` is the classification of the mail that opens it."""
+    if not settings.ack.enabled:
+        return "acknowledgements are off ([ack] enabled = false)"
+    if imported:
+        return "imported mail is never acknowledged"
+    if kind != "human":
+        return f"{kind} mail is never acknowledged"
+    address = (customer_addr or "").strip().lower()
+    if not address:
+        return "the mail has no sender address"
+    staff = ours(settings, address, agents=agents)
+    if staff is not None:
+        return f"the sender is {staff}"
+    if sla.named_mailbox(settings, mailbox) is None:
+        return f"mailbox {mailbox!r} is not in the configuration"
+    window = settings.ack.rate_window
+    sent = _ACKS_SINCE.scalar(session, {"address": address, "since": now - window})
+    if sent >= settings.ack.rate_limit:
+        return (
+            f"rate limit: {sent} acknowledgements to this sender within "
+            f"{sla.duration_words(window, business=False)}"
+        )
+    return None
+
+
 def acknowledge(
     session: Session,
     *,
     settings: Settings,
     ticket: Ticket,
     mail: ParsedMail,
-    kind: str,
     secret: bytes,
     now: datetime,
-    agents: frozenset[str] = frozenset(),
-    imported: bool = False,
-    events_out: list[tuple[str, dict[str, Any]]] | None = None,
-    ids_out: list[str | None] | None = None,
+    opening: Opening,
 ) -> outbox.Queued | None:
-    """Queue the acknowledgement of the new `ticket` opened by `mail`, or record why not.
+    """Queue the acknowledgement of the new `ticket` opened by `mail`, as `plan` decided
+    when the ticket was opened, or say why not.
 
-    `kind` is the classification of `mail`; call after the SLA clocks started (the
-    promise comes from them). Returns the outbox row, or None when suppressed. Never
-    commits, and never raises for a bad template or address: the customer's mail is
-    processed either way, and the event says what went wrong. With `events_out` the
-    event is appended there, for the caller to write with the ticket's others; with
-    `ids_out` so is the ack's Message-ID, for threading.
+    Call after the SLA clocks started (the promise comes from them) and the mail is
+    stored. The event (`ack-sent`, or `ack-suppressed` with the reason) and the ack's
+    Message-ID go into `opening`, for the caller to write. Returns the outbox row, or
+    None when suppressed. Never commits, and never raises for a bad template or address:
+    the customer's mail is processed either way, and the event says what went wrong
+    (the ticket then counts one message less than planned).
     """
     assert ticket.id is not None
+    reason = opening.skip
     mailbox = sla.mailbox_of(settings, ticket)
-    reason = _reason_to_skip(
-        session,
-        settings=settings,
-        ticket=ticket,
-        kind=kind,
-        agents=agents,
-        imported=imported,
-        mailbox=mailbox,
-        now=now,
-    )
     message: compose.Rendered | None = None
     if reason is None and mailbox is not None:
         try:
@@ -82,14 +119,9 @@ def acknowledge(
         except ValueError as exc:  # an address compose refuses
             reason = f"cannot build the mail: {exc}"
     if message is None or mailbox is None:
-        said = {"reason": reason or "no mailbox"}
-        if events_out is not None:
-            events_out.append(("ack-suppressed", said))
-        else:
-            events.record(
-                session, ticket_id=ticket.id, at=now, actor=events.SYSTEM, kind="ack-suppressed",
-                **said,
-            )  # fmt: skip
+        opening.events.append(("ack-suppressed", {"reason": reason or "no mailbox"}))
+        if opening.skip is None:  # counted when planned
+            outbox.count_down(session, ticket)
         return None
     row = outbox.queue_for_customer(
         session,
@@ -98,50 +130,13 @@ def acknowledge(
         mailbox=mailbox,
         ticket=ticket,
         now=now,
-        event="ack-sent" if events_out is None else None,
-        remember=ids_out is None,
+        event=None,
+        remember=False,
+        counted=True,
     )
-    if ids_out is not None:
-        ids_out.append(row.message_id)
-    if events_out is not None:
-        events_out.append(("ack-sent", {"to": row.rcpt_key, "message_id": row.message_id}))
+    opening.ids.append(row.message_id)
+    opening.events.append(("ack-sent", {"to": row.rcpt_key, "message_id": row.message_id}))
     return row
-
-
-def _reason_to_skip(
-    session: Session,
-    *,
-    settings: Settings,
-    ticket: Ticket,
-    kind: str,
-    agents: frozenset[str],
-    imported: bool,
-    mailbox: Mailbox | None,
-    now: datetime,
-) -> str | None:
-    """Why this ticket gets no acknowledgement, or None when it gets one."""
-    if not settings.ack.enabled:
-        return "acknowledgements are off ([ack] enabled = false)"
-    if imported:
-        return "imported mail is never acknowledged"
-    if kind != "human":
-        return f"{kind} mail is never acknowledged"
-    address = (ticket.customer_addr or "").strip().lower()
-    if not address:
-        return "the mail has no sender address"
-    staff = ours(settings, address, agents=agents)
-    if staff is not None:
-        return f"the sender is {staff}"
-    if mailbox is None:
-        return f"mailbox {ticket.mailbox!r} is not in the configuration"
-    window = settings.ack.rate_window
-    sent = _ACKS_SINCE.scalar(session, {"address": address, "since": now - window})
-    if sent >= settings.ack.rate_limit:
-        return (
-            f"rate limit: {sent} acknowledgements to this sender within "
-            f"{sla.duration_words(window, business=False)}"
-        )
-    return None
 
 
 _OUTBOX = Outbox.__table__  # type: ignore[attr-defined]

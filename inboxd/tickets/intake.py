@@ -507,35 +507,32 @@ def process(
     if verdict.kind in NO_NEW_TICKET:
         pk = store(None)
         return Received(pk, mail.message_id, "no-ticket", None, verdict.kind)
-    ticket, written, opened_at = _open_ticket(
+    ticket, opening, opened_at = _open_ticket(
         session,
         cfg,
         mail,
         mailbox=mailbox,
         previous=previous,
         subject_ref=match.subject_ref,
+        kind=verdict.kind,
+        imported=delivery.source == "import",
     )
     assert ticket.id is not None
     pk = store(ticket.id)
-    ids: list[str | None] = [mail.message_id, *mail.in_reply_to, *mail.references]
     if cfg.settings is not None:  # after the mail is stored: the conversation shows it first
         ack.acknowledge(
             session,
             settings=cfg.settings,
             ticket=ticket,
             mail=mail,
-            kind=verdict.kind,
             secret=cfg.secret,
             now=now,
-            agents=cfg.agents,
-            imported=delivery.source == "import",
-            events_out=written,
-            ids_out=ids,
+            opening=opening,
         )
     # The new ticket's ids and events, the acknowledgement's among them, a statement each.
-    threading.remember_ids(session, ticket.id, ids)
+    threading.remember_ids(session, ticket.id, opening.ids)
     events.record_all(
-        session, ticket_id=ticket.id, at=opened_at, actor=events.SYSTEM, kinds=written
+        session, ticket_id=ticket.id, at=opened_at, actor=events.SYSTEM, kinds=opening.events
     )
     if cfg.settings is not None:
         notify.new_ticket(session, settings=cfg.settings, ticket=ticket, now=now)
@@ -664,12 +661,28 @@ def _open_ticket(
     mailbox: str,
     previous: int | None,
     subject_ref: int | None,
-) -> tuple[Ticket, list[tuple[str, dict[str, Any]]], datetime]:
-    """A new ticket, routed and assigned in the same INSERT; the events that say why
-    (for the caller to write, with the acknowledgement's) and their time. The caller
-    also records the mail's ids for threading."""
+    kind: str,
+    imported: bool,
+) -> tuple[Ticket, ack.Opening, datetime]:
+    """A new ticket, routed and assigned in the same INSERT, its acknowledgement decided
+    (and counted among its messages when one is due); the events that say why and the
+    mail's ids, for the caller to write with the acknowledgement's, and their time."""
     now = cfg.clock()
     customer = requester(mail, own_addresses=cfg.own_addresses)
+    skip = (
+        ack.plan(
+            session,
+            settings=cfg.settings,
+            customer_addr=customer.addr if customer else None,
+            mailbox=mailbox,
+            kind=kind,
+            now=now,
+            agents=cfg.agents,
+            imported=imported,
+        )
+        if cfg.settings is not None
+        else "no configuration"
+    )
     decision = _route(cfg, mail, mailbox)
     team = cfg.teams.get(decision.team or "")
     agent = assignment.choose(session, team, strategy=decision.assign) if team else None
@@ -683,7 +696,7 @@ def _open_ticket(
         "last_customer_at": now,
         "previous_ticket": previous,
         "subject_ref": subject_ref,
-        "message_count": 1,
+        "message_count": 1 if skip is not None else 2,  # and the ack, written after the mail
         "team": decision.team or None,
         "category": decision.category,
         "priority": decision.priority,
@@ -735,7 +748,8 @@ def _open_ticket(
         )
     if clocks is not None:
         written.append(("sla", dict(clocks)))
-    return ticket, written, now
+    ids = [mail.message_id, *mail.in_reply_to, *mail.references]
+    return ticket, ack.Opening(skip, written, ids), now
 
 
 _INSERT_TICKET = Prepared(sa_insert(Ticket.__table__).returning(Ticket.__table__.c.id))  # type: ignore[attr-defined]

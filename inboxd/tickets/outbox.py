@@ -64,13 +64,16 @@ def enqueue(
     author: str | None = None,
     not_before: datetime | None = None,
     remember: bool = True,
+    counted: bool = False,
 ) -> Queued:
     """Queue `message` (which carries its Message-ID) for the SMTP endpoint `smtp`.
 
     Core INSERTs on the session's connection: every acknowledgement passes here on the
     intake path. A `Rendered` mail (`compose.render`) is recorded from what was composed;
     an `EmailMessage` is read back from its headers. `remember=False` leaves recording
-    the Message-ID for threading to the caller (with the ticket's other ids).
+    the Message-ID for threading to the caller (with the ticket's other ids);
+    `counted=True`: the ticket's `message_count` already counts this mail (a new
+    ticket's acknowledgement, written with the ticket).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown outbox kind {kind!r}")
@@ -100,7 +103,7 @@ def enqueue(
         if remember:
             threading.remember_ids(session, ticket.id, [mail.message_id])
         if kind in CUSTOMER_KINDS:
-            _record_outbound(session, ticket, mail, mailbox, author, now)
+            _record_outbound(session, ticket, mail, mailbox, author, now, counted=counted)
     return Queued(row_id, mail.message_id, recipients[0], tuple(recipients), mail.data)
 
 
@@ -114,6 +117,7 @@ def queue_for_customer(
     now: datetime,
     event: str | None,
     remember: bool = True,
+    counted: bool = False,
 ) -> Queued:
     """Queue an automatic mail to the ticket's customer and record `event` on the ticket
     (None: the caller records it, with others of the same change; so with `remember`)."""
@@ -127,6 +131,7 @@ def queue_for_customer(
         mailbox=mailbox.name,
         ticket=ticket,
         remember=remember,
+        counted=counted,
     )
     if event is not None:
         events.record(
@@ -168,6 +173,8 @@ def _record_outbound(
     mailbox: str | None,
     author: str | None,
     now: datetime,
+    *,
+    counted: bool = False,
 ) -> None:
     """The mail as an outbound message of the ticket: the conversation shows it."""
     assert ticket.id is not None
@@ -195,26 +202,40 @@ def _record_outbound(
         },
     )
     _INSERT_RAW.rows(session, {"message_pk": pk, "data": mail.data, "purged_at": None})
+    if not counted:
+        _count(session, ticket, _COUNT_UP, now)
+
+
+def count_down(session: Session, ticket: Ticket) -> None:
+    """A mail counted in the ticket's `message_count` ahead was not written after all."""
+    _count(session, ticket, _COUNT_DOWN, ticket.updated_at)
+
+
+def _count(session: Session, ticket: Ticket, statement: Prepared, at: datetime) -> None:
     if session.is_modified(ticket):  # a pending change would be lost to the line below
         session.flush()
-    count = _COUNT_UP.scalar(session, {"ticket_pk": ticket.id, "at": now})
+    count = statement.scalar(session, {"ticket_pk": ticket.id, "at": at})
     # The ticket object stays true to the row without becoming dirty.
     set_committed_value(ticket, "message_count", count)
-    set_committed_value(ticket, "updated_at", now)
+    set_committed_value(ticket, "updated_at", at)
 
 
 _INSERT_OUTBOX = Prepared(sa_insert(Outbox.__table__).returning(Outbox.__table__.c.id))  # type: ignore[attr-defined]
 _INSERT_MESSAGE = Prepared(sa_insert(Message.__table__).returning(Message.__table__.c.id))  # type: ignore[attr-defined]
 _INSERT_RAW = Prepared(sa_insert(RawMail.__table__))  # type: ignore[attr-defined]
-_COUNT_UP = Prepared(
-    update(Ticket.__table__)  # type: ignore[arg-type]
-    .where(Ticket.__table__.c.id == bindparam("ticket_pk"))  # type: ignore[attr-defined]
-    .values(
-        message_count=Ticket.__table__.c.message_count + 1,  # type: ignore[attr-defined]
-        updated_at=bindparam("at"),
+
+
+def _count_by(step: int) -> Prepared:
+    ticket = Ticket.__table__  # type: ignore[attr-defined]
+    return Prepared(
+        update(ticket)
+        .where(ticket.c.id == bindparam("ticket_pk"))
+        .values(message_count=ticket.c.message_count + step, updated_at=bindparam("at"))
+        .returning(ticket.c.message_count)
     )
-    .returning(Ticket.__table__.c.message_count)  # type: ignore[attr-defined]
-)
+
+
+_COUNT_UP, _COUNT_DOWN = _count_by(1), _count_by(-1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,7 +130,11 @@ def _named(items: Iterable[Any], name: str | None) -> Any:
 
 
 def mailbox_of(settings: Settings, ticket: Ticket) -> Mailbox | None:
-    return _named(settings.mailboxes, ticket.mailbox)  # type: ignore[no-any-return]
+    return named_mailbox(settings, ticket.mailbox)
+
+
+def named_mailbox(settings: Settings, name: str | None) -> Mailbox | None:
+    return _named(settings.mailboxes, name)  # type: ignore[no-any-return]
 
 
 def team_of(settings: Settings, ticket: Ticket) -> Team | None:
