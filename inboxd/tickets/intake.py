@@ -3,6 +3,8 @@
 The caller owns the transaction (`session`); `receive` never commits. The raw bytes and
 the delivery row are written first; processing runs in a SAVEPOINT, so a mail whose
 processing fails is still stored, flagged as quarantined, and the batch goes on.
+`store_batch` (the IMAP worker, import) owns one transaction a batch, and first tries it
+without those savepoints: they cost a fifth of the time, and a batch seldom needs them.
 """
 
 from __future__ import annotations
