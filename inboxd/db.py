@@ -171,13 +171,6 @@ def savepoint(session: Session) -> Iterator[None]:
     rolls back to the savepoint and the session forgets its objects, whose in-memory
     state may hold changes the rollback undid; the exception propagates.
     """
-    import os
-
-    if os.environ.get("NOSP"):
-        yield
-        if session.new or session.dirty or session.deleted:
-            session.flush()
-        return
     conn = session.connection()
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     name = f"inboxd_{next(_SAVEPOINTS)}"
