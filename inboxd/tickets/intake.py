@@ -177,16 +177,15 @@ def receive(
     existing = find_existing(session, message_id=message_id, digest=digest)
     if existing is not None:
         return _duplicate(session, existing, delivery)
-    if mail is not None and not isolated:
-        return process(
-            session, cfg, mail, raw=data, digest=digest, delivery=delivery, verdict=verdict
-        )
     if mail is not None:
+        processing = functools.partial(
+            process, session, cfg, mail, raw=data, digest=digest, delivery=delivery, verdict=verdict
+        )
+        if not isolated:
+            return processing()
         try:
             with savepoint(session):
-                return process(
-                    session, cfg, mail, raw=data, digest=digest, delivery=delivery, verdict=verdict
-                )
+                return processing()
         except _AlreadyStored:
             pass  # another process stored the same mail a moment ago
         except Exception as exc:  # any stage failure quarantines the mail; intake goes on
